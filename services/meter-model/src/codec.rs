@@ -1,0 +1,480 @@
+//! Avro single-object encoding (spec 1.x: `C3 01` + 8-byte little-endian
+//! CRC-64-AVRO fingerprint of the writer schema + binary datum).
+//!
+//! Decoding looks the fingerprint up among the current schemas and every
+//! older version kept in `schemas/history/`, then resolves the datum to the
+//! current schema, so consumers read messages written by older producers.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use apache_avro::headers::{HeaderBuilder, RabinFingerprintHeader};
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use chrono::{DateTime, Utc};
+
+use crate::avro_value::{self as av, Fields};
+use crate::events::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("message is {0} bytes, shorter than a single-object header (10 bytes)")]
+    TooShort(usize),
+    #[error("not Avro single-object encoding (expected marker C3 01, got {0:02X} {1:02X})")]
+    BadMarker(u8, u8),
+    #[error("unknown writer schema fingerprint {0}: the producer uses a schema this build does not know; add it to schemas/history/")]
+    UnknownFingerprint(String),
+    #[error("message written with schema {found}, expected {expected}")]
+    WrongRecord { expected: String, found: String },
+    #[error("Avro error: {0}")]
+    Avro(String),
+    #[error("record shape: {0}")]
+    Shape(String),
+    #[error("decimal: {0}")]
+    Decimal(String),
+    #[error("unknown enum symbol {symbol} for {field}")]
+    Symbol { field: &'static str, symbol: String },
+}
+
+impl From<apache_avro::Error> for CodecError {
+    fn from(e: apache_avro::Error) -> Self {
+        CodecError::Avro(e.to_string())
+    }
+}
+
+/// The embedded `.avsc` texts: (full record name, text). History first is
+/// irrelevant; the current version of each record is marked `current`.
+const CURRENT: [(&str, &str); 5] = [
+    ("io.meter.events.VmUsage", include_str!("../../../schemas/vm_usage.avsc")),
+    ("io.meter.events.CheckResult", include_str!("../../../schemas/check_result.avsc")),
+    ("io.meter.events.TicketTime", include_str!("../../../schemas/ticket_time.avsc")),
+    ("io.meter.aggregates.Aggregate", include_str!("../../../schemas/aggregate.avsc")),
+    ("io.meter.errors.DeadLetter", include_str!("../../../schemas/dead_letter.avsc")),
+];
+
+const HISTORY: [(&str, &str); 1] =
+    [("io.meter.events.TicketTime", include_str!("../../../schemas/history/ticket_time.v1.avsc"))];
+
+struct KnownSchema {
+    record: &'static str,
+    schema: Schema,
+}
+
+struct Registry {
+    current: HashMap<&'static str, (Schema, Vec<u8>)>,
+    by_header: HashMap<Vec<u8>, KnownSchema>,
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut current = HashMap::new();
+        let mut by_header = HashMap::new();
+        for (is_current, (record, text)) in
+            CURRENT.iter().map(|s| (true, s)).chain(HISTORY.iter().map(|s| (false, s)))
+        {
+            // The schemas are compiled in and parsed by a unit test; a failure
+            // here is a build defect, not an input error.
+            let schema = Schema::parse_str(text).expect("embedded schema parses (see codec tests)");
+            let header = RabinFingerprintHeader::from_schema(&schema).build_header();
+            if is_current {
+                current.insert(*record, (schema.clone(), header.clone()));
+            }
+            by_header.insert(header, KnownSchema { record, schema });
+        }
+        Registry { current, by_header }
+    })
+}
+
+/// A record with an Avro schema in `schemas/`.
+pub trait AvroRecord: Sized {
+    /// Full name of the record in its `.avsc`.
+    const RECORD: &'static str;
+    fn to_avro(&self) -> Result<Value, CodecError>;
+    fn from_avro(value: Value) -> Result<Self, CodecError>;
+
+    /// The current schema of this record.
+    fn schema() -> &'static Schema {
+        &registry().current[Self::RECORD].0
+    }
+}
+
+/// Encodes and decodes records in Avro single-object encoding.
+pub struct EventCodec;
+
+impl EventCodec {
+    pub fn encode<T: AvroRecord>(record: &T) -> Result<Vec<u8>, CodecError> {
+        let (schema, header) = &registry().current[T::RECORD];
+        let mut out = header.clone();
+        out.extend(apache_avro::to_avro_datum(schema, record.to_avro()?)?);
+        Ok(out)
+    }
+
+    pub fn decode<T: AvroRecord>(bytes: &[u8]) -> Result<T, CodecError> {
+        if bytes.len() < 10 {
+            return Err(CodecError::TooShort(bytes.len()));
+        }
+        if bytes[0] != 0xC3 || bytes[1] != 0x01 {
+            return Err(CodecError::BadMarker(bytes[0], bytes[1]));
+        }
+        let registry = registry();
+        let known = registry
+            .by_header
+            .get(&bytes[..10])
+            .ok_or_else(|| CodecError::UnknownFingerprint(hex::encode(&bytes[2..10])))?;
+        if known.record != T::RECORD {
+            return Err(CodecError::WrongRecord { expected: T::RECORD.into(), found: known.record.into() });
+        }
+        let reader_schema = T::schema();
+        let mut datum = &bytes[10..];
+        let value = apache_avro::from_avro_datum(&known.schema, &mut datum, Some(reader_schema))?;
+        if !datum.is_empty() {
+            return Err(CodecError::Shape(format!("{} trailing bytes after the datum", datum.len())));
+        }
+        T::from_avro(value)
+    }
+
+    /// Decodes an event of the given kind.
+    pub fn decode_event(kind: EventKind, bytes: &[u8]) -> Result<Event, CodecError> {
+        Ok(match kind {
+            EventKind::VmUsage => Event::VmUsage(Self::decode(bytes)?),
+            EventKind::CheckResult => Event::CheckResult(Self::decode(bytes)?),
+            EventKind::TicketTime => Event::TicketTime(Self::decode(bytes)?),
+        })
+    }
+
+    pub fn encode_event(event: &Event) -> Result<Vec<u8>, CodecError> {
+        match event {
+            Event::VmUsage(e) => Self::encode(e),
+            Event::CheckResult(e) => Self::encode(e),
+            Event::TicketTime(e) => Self::encode(e),
+        }
+    }
+}
+
+/// Maps enum symbols both ways from one table, so the two directions cannot drift.
+macro_rules! symbols {
+    ($ty:ty, $field:literal, [$($variant:path => $sym:literal),+ $(,)?]) => {
+        impl $ty {
+            pub const SYMBOLS: &'static [&'static str] = &[$($sym),+];
+            pub fn avro_symbol(self) -> &'static str {
+                match self { $($variant => $sym),+ }
+            }
+            pub fn from_avro_symbol(s: String) -> Result<Self, CodecError> {
+                match s.as_str() {
+                    $($sym => Ok($variant),)+
+                    _ => Err(CodecError::Symbol { field: $field, symbol: s }),
+                }
+            }
+            fn avro(self) -> Value {
+                av::enum_value(Self::SYMBOLS, self.avro_symbol())
+            }
+        }
+    };
+}
+
+symbols!(SlaTier, "sla_tier", [SlaTier::Sla99_7 => "SLA_99_7", SlaTier::Sla99_9 => "SLA_99_9", SlaTier::Sla99_99 => "SLA_99_99"]);
+symbols!(VmTransition, "transition", [
+    VmTransition::Sample => "SAMPLE", VmTransition::Create => "CREATE", VmTransition::Start => "START",
+    VmTransition::Resize => "RESIZE", VmTransition::Stop => "STOP", VmTransition::Delete => "DELETE"]);
+symbols!(CheckFrequency, "frequency", [
+    CheckFrequency::Daily => "DAILY", CheckFrequency::Weekly => "WEEKLY", CheckFrequency::Monthly => "MONTHLY",
+    CheckFrequency::Semestrial => "SEMESTRIAL", CheckFrequency::Yearly => "YEARLY"]);
+symbols!(CheckStatus, "status", [
+    CheckStatus::Ok => "OK", CheckStatus::Warning => "WARNING", CheckStatus::Ko => "KO",
+    CheckStatus::Unknown => "UNKNOWN", CheckStatus::Missed => "MISSED"]);
+symbols!(TicketType, "ticket_type", [TicketType::Incident => "INCIDENT", TicketType::Request => "REQUEST"]);
+symbols!(TechnicianProfile, "technician_profile", [
+    TechnicianProfile::Administrator => "ADMINISTRATOR", TechnicianProfile::Engineer => "ENGINEER",
+    TechnicianProfile::Consultant => "CONSULTANT", TechnicianProfile::Architect => "ARCHITECT"]);
+symbols!(EventKind, "kind", [EventKind::VmUsage => "VM_USAGE", EventKind::CheckResult => "CHECK_RESULT", EventKind::TicketTime => "TICKET_TIME"]);
+symbols!(Period, "period", [Period::Day => "DAY", Period::Week => "WEEK", Period::Month => "MONTH", Period::Year => "YEAR"]);
+
+fn header_fields(h: &EventHeader) -> Vec<(&'static str, Value)> {
+    vec![
+        ("event_id", Value::String(h.event_id.clone())),
+        ("source", Value::String(h.source.clone())),
+        ("tenant", Value::String(h.tenant.clone())),
+        ("subsidiary", Value::String(h.subsidiary.clone())),
+        ("domain", Value::String(h.domain.clone())),
+        ("event_time", av::ts(h.event_time)),
+        ("ingest_time", av::ts(h.ingest_time)),
+    ]
+}
+
+fn read_header(f: &mut Fields) -> Result<EventHeader, CodecError> {
+    Ok(EventHeader {
+        event_id: f.string("event_id")?,
+        source: f.string("source")?,
+        tenant: f.string("tenant")?,
+        subsidiary: f.string("subsidiary")?,
+        domain: f.string("domain")?,
+        event_time: f.timestamp("event_time")?,
+        ingest_time: f.timestamp("ingest_time")?,
+    })
+}
+
+impl AvroRecord for VmUsage {
+    const RECORD: &'static str = "io.meter.events.VmUsage";
+
+    fn to_avro(&self) -> Result<Value, CodecError> {
+        let mut fields = header_fields(&self.header);
+        fields.extend([
+            ("vm_id", Value::String(self.vm_id.clone())),
+            ("vcpu", Value::Int(self.vcpu)),
+            ("ram_mib", Value::Long(self.ram_mib)),
+            ("storage_gb", Value::Long(self.storage_gb)),
+            ("bandwidth_mbps", Value::Int(self.bandwidth_mbps)),
+            ("guaranteed_bandwidth", Value::Boolean(self.guaranteed_bandwidth)),
+            ("public_ips", Value::Int(self.public_ips)),
+            ("sla_tier", self.sla_tier.avro()),
+            ("options", av::strings(&self.options)),
+            ("datacenter", Value::String(self.datacenter.clone())),
+            ("transition", self.transition.avro()),
+            ("sample_interval_seconds", Value::Int(self.sample_interval_seconds)),
+        ]);
+        Ok(av::record(fields))
+    }
+
+    fn from_avro(value: Value) -> Result<Self, CodecError> {
+        let mut f = Fields::of(Self::RECORD, value)?;
+        Ok(VmUsage {
+            header: read_header(&mut f)?,
+            vm_id: f.string("vm_id")?,
+            vcpu: f.int("vcpu")?,
+            ram_mib: f.long("ram_mib")?,
+            storage_gb: f.long("storage_gb")?,
+            bandwidth_mbps: f.int("bandwidth_mbps")?,
+            guaranteed_bandwidth: f.boolean("guaranteed_bandwidth")?,
+            public_ips: f.int("public_ips")?,
+            sla_tier: SlaTier::from_avro_symbol(f.symbol("sla_tier")?)?,
+            options: f.string_array("options")?,
+            datacenter: f.string("datacenter")?,
+            transition: VmTransition::from_avro_symbol(f.symbol("transition")?)?,
+            sample_interval_seconds: f.int("sample_interval_seconds")?,
+        })
+    }
+}
+
+impl AvroRecord for CheckResult {
+    const RECORD: &'static str = "io.meter.events.CheckResult";
+
+    fn to_avro(&self) -> Result<Value, CodecError> {
+        let mut fields = header_fields(&self.header);
+        fields.extend([
+            ("check_id", Value::String(self.check_id.clone())),
+            ("check_name", Value::String(self.check_name.clone())),
+            ("target", Value::String(self.target.clone())),
+            ("frequency", self.frequency.avro()),
+            ("scheduled_time", av::opt_ts(self.scheduled_time)),
+            ("executed_time", av::opt_ts(self.executed_time)),
+            ("status", self.status.avro()),
+            ("ticket_ref", av::opt_string(&self.ticket_ref)),
+            ("time_spent_minutes", Value::Int(self.time_spent_minutes)),
+            ("output", av::opt_string(&self.output)),
+        ]);
+        Ok(av::record(fields))
+    }
+
+    fn from_avro(value: Value) -> Result<Self, CodecError> {
+        let mut f = Fields::of(Self::RECORD, value)?;
+        Ok(CheckResult {
+            header: read_header(&mut f)?,
+            check_id: f.string("check_id")?,
+            check_name: f.string("check_name")?,
+            target: f.string("target")?,
+            frequency: CheckFrequency::from_avro_symbol(f.symbol("frequency")?)?,
+            scheduled_time: f.opt_timestamp("scheduled_time")?,
+            executed_time: f.opt_timestamp("executed_time")?,
+            status: CheckStatus::from_avro_symbol(f.symbol("status")?)?,
+            ticket_ref: f.opt_string("ticket_ref")?,
+            time_spent_minutes: f.int("time_spent_minutes")?,
+            output: f.opt_string("output")?,
+        })
+    }
+}
+
+impl AvroRecord for TicketTime {
+    const RECORD: &'static str = "io.meter.events.TicketTime";
+
+    fn to_avro(&self) -> Result<Value, CodecError> {
+        let mut fields = header_fields(&self.header);
+        fields.extend([
+            ("ticket_id", Value::String(self.ticket_id.clone())),
+            ("task_id", Value::String(self.task_id.clone())),
+            ("ticket_type", self.ticket_type.avro()),
+            ("category_path", av::strings(&self.category_path)),
+            ("in_scope", Value::Boolean(self.in_scope)),
+            ("requester", Value::String(self.requester.clone())),
+            ("technician", Value::String(self.technician.clone())),
+            ("technician_profile", self.technician_profile.avro()),
+            ("application", av::opt_string(&self.application)),
+            ("country", av::opt_string(&self.country)),
+            ("minutes_worked", Value::Int(self.minutes_worked)),
+            ("start_time", av::ts(self.start_time)),
+        ]);
+        Ok(av::record(fields))
+    }
+
+    fn from_avro(value: Value) -> Result<Self, CodecError> {
+        let mut f = Fields::of(Self::RECORD, value)?;
+        Ok(TicketTime {
+            header: read_header(&mut f)?,
+            ticket_id: f.string("ticket_id")?,
+            task_id: f.string("task_id")?,
+            ticket_type: TicketType::from_avro_symbol(f.symbol("ticket_type")?)?,
+            category_path: f.string_array("category_path")?,
+            in_scope: f.boolean("in_scope")?,
+            requester: f.string("requester")?,
+            technician: f.string("technician")?,
+            technician_profile: TechnicianProfile::from_avro_symbol(f.symbol("technician_profile")?)?,
+            application: f.opt_string("application")?,
+            country: f.opt_string("country")?,
+            minutes_worked: f.int("minutes_worked")?,
+            start_time: f.timestamp("start_time")?,
+        })
+    }
+}
+
+impl AvroRecord for Aggregate {
+    const RECORD: &'static str = "io.meter.aggregates.Aggregate";
+
+    fn to_avro(&self) -> Result<Value, CodecError> {
+        Ok(av::record(vec![
+            ("aggregate_id", Value::String(self.aggregate_id.clone())),
+            ("revision", Value::Long(self.revision)),
+            ("is_final", Value::Boolean(self.is_final)),
+            ("kind", self.kind.avro()),
+            ("tenant", Value::String(self.tenant.clone())),
+            ("subsidiary", Value::String(self.subsidiary.clone())),
+            ("domain", Value::String(self.domain.clone())),
+            ("period", self.period.avro()),
+            ("time_zone", Value::String(self.time_zone.clone())),
+            ("window_start", av::ts(self.window_start)),
+            ("window_end", av::ts(self.window_end)),
+            ("window_label", Value::String(self.window_label.clone())),
+            ("metric", Value::String(self.metric.clone())),
+            ("unit", Value::String(self.unit.clone())),
+            (
+                "dimensions",
+                Value::Map(self.dimensions.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
+            ),
+            ("quantity", av::decimal(self.quantity)?),
+            ("event_count", Value::Long(self.event_count)),
+            ("incident_count", Value::Long(self.incident_count)),
+            ("request_count", Value::Long(self.request_count)),
+            ("ok_count", Value::Long(self.ok_count)),
+            ("warning_count", Value::Long(self.warning_count)),
+            ("ko_count", Value::Long(self.ko_count)),
+            ("unknown_count", Value::Long(self.unknown_count)),
+            ("missed_count", Value::Long(self.missed_count)),
+            ("cost", av::decimal(self.cost)?),
+            ("currency", Value::String(self.currency.clone())),
+            ("price_book_version", Value::String(self.price_book_version.clone())),
+            ("emitted_at", av::ts(self.emitted_at)),
+        ]))
+    }
+
+    fn from_avro(value: Value) -> Result<Self, CodecError> {
+        let mut f = Fields::of(Self::RECORD, value)?;
+        Ok(Aggregate {
+            aggregate_id: f.string("aggregate_id")?,
+            revision: f.long("revision")?,
+            is_final: f.boolean("is_final")?,
+            kind: EventKind::from_avro_symbol(f.symbol("kind")?)?,
+            tenant: f.string("tenant")?,
+            subsidiary: f.string("subsidiary")?,
+            domain: f.string("domain")?,
+            period: Period::from_avro_symbol(f.symbol("period")?)?,
+            time_zone: f.string("time_zone")?,
+            window_start: f.timestamp("window_start")?,
+            window_end: f.timestamp("window_end")?,
+            window_label: f.string("window_label")?,
+            metric: f.string("metric")?,
+            unit: f.string("unit")?,
+            dimensions: f.string_map("dimensions")?.into_iter().collect(),
+            quantity: f.decimal("quantity")?,
+            event_count: f.long("event_count")?,
+            incident_count: f.long("incident_count")?,
+            request_count: f.long("request_count")?,
+            ok_count: f.long("ok_count")?,
+            warning_count: f.long("warning_count")?,
+            ko_count: f.long("ko_count")?,
+            unknown_count: f.long("unknown_count")?,
+            missed_count: f.long("missed_count")?,
+            cost: f.decimal("cost")?,
+            currency: f.string("currency")?,
+            price_book_version: f.string("price_book_version")?,
+            emitted_at: f.timestamp("emitted_at")?,
+        })
+    }
+}
+
+impl AvroRecord for DeadLetter {
+    const RECORD: &'static str = "io.meter.errors.DeadLetter";
+
+    fn to_avro(&self) -> Result<Value, CodecError> {
+        Ok(av::record(vec![
+            ("component", Value::String(self.component.clone())),
+            ("error_kind", Value::String(self.error_kind.clone())),
+            ("error", Value::String(self.error.clone())),
+            ("original", Value::Bytes(self.original.clone())),
+            ("event_kind", av::opt_string(&self.event_kind)),
+            ("source_file", av::opt_string(&self.source_file)),
+            ("source_line", av::opt_long(self.source_line)),
+            ("source_topic", av::opt_string(&self.source_topic)),
+            ("source_partition", av::opt_int(self.source_partition)),
+            ("source_offset", av::opt_long(self.source_offset)),
+            ("failed_at", av::ts(self.failed_at)),
+        ]))
+    }
+
+    fn from_avro(value: Value) -> Result<Self, CodecError> {
+        let mut f = Fields::of(Self::RECORD, value)?;
+        Ok(DeadLetter {
+            component: f.string("component")?,
+            error_kind: f.string("error_kind")?,
+            error: f.string("error")?,
+            original: f.bytes("original")?,
+            event_kind: f.opt_string("event_kind")?,
+            source_file: f.opt_string("source_file")?,
+            source_line: f.opt_long("source_line")?,
+            source_topic: f.opt_string("source_topic")?,
+            source_partition: f.opt_int("source_partition")?,
+            source_offset: f.opt_long("source_offset")?,
+            failed_at: f.timestamp("failed_at")?,
+        })
+    }
+}
+
+/// The field names of an event kind's current schema.
+pub fn field_names(kind: EventKind) -> &'static [&'static str] {
+    static NAMES: OnceLock<HashMap<EventKind, Vec<&'static str>>> = OnceLock::new();
+    let names = NAMES.get_or_init(|| {
+        let mut map = HashMap::new();
+        for kind in EventKind::ALL {
+            let schema = match kind {
+                EventKind::VmUsage => VmUsage::schema(),
+                EventKind::CheckResult => CheckResult::schema(),
+                EventKind::TicketTime => TicketTime::schema(),
+            };
+            let fields = match schema {
+                Schema::Record(record) => record.fields.iter().map(|f| &*f.name.clone().leak()).collect(),
+                _ => Vec::new(),
+            };
+            map.insert(kind, fields);
+        }
+        map
+    });
+    names.get(&kind).map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// Every schema text this build knows, for tools and tests: (record, text, is_current).
+pub fn schema_texts() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
+    CURRENT.iter().map(|(r, t)| (*r, *t, true)).chain(HISTORY.iter().map(|(r, t)| (*r, *t, false)))
+}
+
+/// Truncates an instant to the millisecond precision Avro keeps.
+pub fn to_millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}

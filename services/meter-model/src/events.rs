@@ -1,0 +1,438 @@
+//! Typed records. Field names and meanings follow `schemas/*.avsc`; the JSON
+//! form (collector input) uses the same snake_case names, RFC 3339 instants
+//! and enum symbols in upper case.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Which of the three event streams a record belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventKind {
+    VmUsage,
+    CheckResult,
+    TicketTime,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 3] = [EventKind::VmUsage, EventKind::CheckResult, EventKind::TicketTime];
+
+    /// The Avro enum symbol, also used as a bounded metric label.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            EventKind::VmUsage => "VM_USAGE",
+            EventKind::CheckResult => "CHECK_RESULT",
+            EventKind::TicketTime => "TICKET_TIME",
+        }
+    }
+
+    /// The name used on the command line and in config (`vm-usage`, ...).
+    pub fn slug(self) -> &'static str {
+        match self {
+            EventKind::VmUsage => "vm-usage",
+            EventKind::CheckResult => "check-result",
+            EventKind::TicketTime => "ticket-time",
+        }
+    }
+
+    pub fn from_symbol(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.symbol() == s || k.slug() == s)
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.slug())
+    }
+}
+
+/// Fields every event carries: identity for deduplication, ownership for
+/// windowing, and the two instants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventHeader {
+    pub event_id: String,
+    pub source: String,
+    pub tenant: String,
+    pub subsidiary: String,
+    pub domain: String,
+    pub event_time: DateTime<Utc>,
+    /// Set by the collector when it publishes; absent in input files.
+    #[serde(default = "unix_epoch")]
+    pub ingest_time: DateTime<Utc>,
+}
+
+fn unix_epoch() -> DateTime<Utc> {
+    DateTime::<Utc>::UNIX_EPOCH
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SlaTier {
+    #[serde(rename = "SLA_99_7")]
+    Sla99_7,
+    #[serde(rename = "SLA_99_9")]
+    Sla99_9,
+    #[serde(rename = "SLA_99_99")]
+    Sla99_99,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum VmTransition {
+    Sample,
+    Create,
+    Start,
+    Resize,
+    Stop,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmUsage {
+    #[serde(flatten)]
+    pub header: EventHeader,
+    pub vm_id: String,
+    pub vcpu: i32,
+    pub ram_mib: i64,
+    pub storage_gb: i64,
+    pub bandwidth_mbps: i32,
+    #[serde(default)]
+    pub guaranteed_bandwidth: bool,
+    #[serde(default)]
+    pub public_ips: i32,
+    pub sla_tier: SlaTier,
+    #[serde(default)]
+    pub options: Vec<String>,
+    pub datacenter: String,
+    pub transition: VmTransition,
+    #[serde(default)]
+    pub sample_interval_seconds: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CheckFrequency {
+    Daily,
+    Weekly,
+    Monthly,
+    Semestrial,
+    Yearly,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CheckStatus {
+    Ok,
+    Warning,
+    Ko,
+    Unknown,
+    Missed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckResult {
+    #[serde(flatten)]
+    pub header: EventHeader,
+    pub check_id: String,
+    pub check_name: String,
+    pub target: String,
+    pub frequency: CheckFrequency,
+    #[serde(default)]
+    pub scheduled_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub executed_time: Option<DateTime<Utc>>,
+    pub status: CheckStatus,
+    #[serde(default)]
+    pub ticket_ref: Option<String>,
+    #[serde(default)]
+    pub time_spent_minutes: i32,
+    #[serde(default)]
+    pub output: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TicketType {
+    Incident,
+    Request,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TechnicianProfile {
+    Administrator,
+    Engineer,
+    Consultant,
+    Architect,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TicketTime {
+    #[serde(flatten)]
+    pub header: EventHeader,
+    pub ticket_id: String,
+    pub task_id: String,
+    pub ticket_type: TicketType,
+    pub category_path: Vec<String>,
+    #[serde(default = "default_true")]
+    pub in_scope: bool,
+    pub requester: String,
+    pub technician: String,
+    pub technician_profile: TechnicianProfile,
+    #[serde(default)]
+    pub application: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
+    pub minutes_worked: i32,
+    pub start_time: DateTime<Utc>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Any of the three events, as read from a topic or a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    VmUsage(VmUsage),
+    CheckResult(CheckResult),
+    TicketTime(TicketTime),
+}
+
+impl Event {
+    pub fn header(&self) -> &EventHeader {
+        match self {
+            Event::VmUsage(e) => &e.header,
+            Event::CheckResult(e) => &e.header,
+            Event::TicketTime(e) => &e.header,
+        }
+    }
+
+    pub fn header_mut(&mut self) -> &mut EventHeader {
+        match self {
+            Event::VmUsage(e) => &mut e.header,
+            Event::CheckResult(e) => &mut e.header,
+            Event::TicketTime(e) => &mut e.header,
+        }
+    }
+
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::VmUsage(_) => EventKind::VmUsage,
+            Event::CheckResult(_) => EventKind::CheckResult,
+            Event::TicketTime(_) => EventKind::TicketTime,
+        }
+    }
+
+    /// Parses one JSON document of the given kind. Unknown fields are refused
+    /// so that a typo in a collector feed is an error, not a silent default.
+    /// The allowed names are the fields of the kind's Avro schema (serde's own
+    /// check does not work through the flattened header).
+    pub fn from_json(kind: EventKind, json: &str) -> Result<Event, serde_json::Error> {
+        use serde::de::Error as _;
+        let value: serde_json::Value = serde_json::from_str(json)?;
+        let Some(object) = value.as_object() else {
+            return Err(serde_json::Error::custom("expected a JSON object"));
+        };
+        let allowed = crate::codec::field_names(kind);
+        if let Some(unknown) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(serde_json::Error::custom(format!(
+                "unknown field `{unknown}`, expected one of: {}",
+                allowed.join(", ")
+            )));
+        }
+        Ok(match kind {
+            EventKind::VmUsage => Event::VmUsage(serde_json::from_value(value)?),
+            EventKind::CheckResult => Event::CheckResult(serde_json::from_value(value)?),
+            EventKind::TicketTime => Event::TicketTime(serde_json::from_value(value)?),
+        })
+    }
+
+    /// Checks the business rules the schema cannot express. Returns every
+    /// problem found, so a user fixes a line once.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let mut problems = Vec::new();
+        let h = self.header();
+        for (name, value) in [
+            ("event_id", &h.event_id),
+            ("source", &h.source),
+            ("tenant", &h.tenant),
+            ("subsidiary", &h.subsidiary),
+            ("domain", &h.domain),
+        ] {
+            if value.trim().is_empty() {
+                problems.push(format!("{name} must not be empty"));
+            }
+        }
+        match self {
+            Event::VmUsage(v) => {
+                if v.vm_id.trim().is_empty() {
+                    problems.push("vm_id must not be empty".into());
+                }
+                if v.vcpu < 0 || v.ram_mib < 0 || v.storage_gb < 0 || v.bandwidth_mbps < 0 || v.public_ips < 0 {
+                    problems.push("resources (vcpu, ram_mib, storage_gb, bandwidth_mbps, public_ips) must not be negative".into());
+                }
+                match v.transition {
+                    VmTransition::Sample if v.sample_interval_seconds <= 0 => {
+                        problems.push("a SAMPLE needs sample_interval_seconds > 0".into())
+                    }
+                    VmTransition::Sample => {}
+                    _ if v.sample_interval_seconds != 0 => {
+                        problems.push("a lifecycle transition must have sample_interval_seconds = 0".into())
+                    }
+                    _ => {}
+                }
+            }
+            Event::CheckResult(c) => {
+                if c.check_id.trim().is_empty() || c.check_name.trim().is_empty() {
+                    problems.push("check_id and check_name must not be empty".into());
+                }
+                if c.time_spent_minutes < 0 {
+                    problems.push("time_spent_minutes must not be negative".into());
+                }
+                if c.status == CheckStatus::Missed && c.executed_time.is_some() {
+                    problems.push("a MISSED run must not have an executed_time".into());
+                }
+                if c.status != CheckStatus::Missed && c.executed_time.is_none() {
+                    problems.push("a run that is not MISSED needs an executed_time".into());
+                }
+            }
+            Event::TicketTime(t) => {
+                if t.ticket_id.trim().is_empty() || t.task_id.trim().is_empty() {
+                    problems.push("ticket_id and task_id must not be empty".into());
+                }
+                if t.category_path.is_empty() || t.category_path.iter().any(|c| c.trim().is_empty()) {
+                    problems.push("category_path needs at least one non-empty level".into());
+                }
+                // A task longer than a day is a unit mistake (seconds sent as minutes), not work.
+                if !(1..=24 * 60).contains(&t.minutes_worked) {
+                    problems.push(format!("minutes_worked must be between 1 and 1440, got {}", t.minutes_worked));
+                }
+                if t.start_time > t.header.event_time {
+                    problems.push("start_time must not be after event_time".into());
+                }
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationError { problems })
+        }
+    }
+}
+
+/// Business-rule violations of one event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid event: {}", problems.join("; "))]
+pub struct ValidationError {
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+impl Period {
+    pub const ALL: [Period; 4] = [Period::Day, Period::Week, Period::Month, Period::Year];
+
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Period::Day => "DAY",
+            Period::Week => "WEEK",
+            Period::Month => "MONTH",
+            Period::Year => "YEAR",
+        }
+    }
+}
+
+/// One revision of a windowed total (see `schemas/aggregate.avsc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Aggregate {
+    pub aggregate_id: String,
+    pub revision: i64,
+    pub is_final: bool,
+    pub kind: EventKind,
+    pub tenant: String,
+    pub subsidiary: String,
+    pub domain: String,
+    pub period: Period,
+    pub time_zone: String,
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    pub window_label: String,
+    pub metric: String,
+    pub unit: String,
+    pub dimensions: BTreeMap<String, String>,
+    pub quantity: Decimal,
+    pub event_count: i64,
+    pub incident_count: i64,
+    pub request_count: i64,
+    pub ok_count: i64,
+    pub warning_count: i64,
+    pub ko_count: i64,
+    pub unknown_count: i64,
+    pub missed_count: i64,
+    pub cost: Decimal,
+    pub currency: String,
+    pub price_book_version: String,
+    pub emitted_at: DateTime<Utc>,
+}
+
+/// The identity fields of an aggregate, hashed into `aggregate_id`.
+pub fn aggregate_id(
+    kind: EventKind,
+    tenant: &str,
+    subsidiary: &str,
+    domain: &str,
+    period: Period,
+    window_start: DateTime<Utc>,
+    metric: &str,
+    dimensions: &BTreeMap<String, String>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    // Length-prefixed parts so that ("ab","c") and ("a","bc") differ.
+    let mut part = |s: &str| {
+        hasher.update((s.len() as u64).to_le_bytes());
+        hasher.update(s.as_bytes());
+    };
+    part(kind.symbol());
+    part(tenant);
+    part(subsidiary);
+    part(domain);
+    part(period.symbol());
+    part(&window_start.timestamp_millis().to_string());
+    part(metric);
+    for (k, v) in dimensions {
+        part(k);
+        part(v);
+    }
+    hex::encode(&hasher.finalize()[..16])
+}
+
+/// An input that could not be processed (see `schemas/dead_letter.avsc`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub component: String,
+    pub error_kind: String,
+    pub error: String,
+    pub original: Vec<u8>,
+    pub event_kind: Option<String>,
+    pub source_file: Option<String>,
+    pub source_line: Option<i64>,
+    pub source_topic: Option<String>,
+    pub source_partition: Option<i32>,
+    pub source_offset: Option<i64>,
+    pub failed_at: DateTime<Utc>,
+}
