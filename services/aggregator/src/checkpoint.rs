@@ -1,0 +1,81 @@
+//! Per-partition checkpoints: the partition's whole state and the offset it
+//! ends at, written atomically (temporary file, fsync, rename) after the
+//! aggregates it produced were acknowledged by the broker.
+//!
+//! The directory must be shared by the aggregator instances of a group (a
+//! local folder on one host, a shared volume across hosts), since a
+//! partition's next owner resumes from its checkpoint.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::engine::PartitionState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint {path}: {source} (check aggregator.state_dir exists and is writable)")]
+    Io { path: String, source: std::io::Error },
+    #[error("checkpoint {path} is corrupt: {source} (move it away to rebuild the partition from the topic's start)")]
+    Corrupt { path: String, source: serde_json::Error },
+}
+
+pub struct CheckpointStore {
+    dir: PathBuf,
+}
+
+impl CheckpointStore {
+    pub fn new(dir: &Path) -> Result<Self, CheckpointError> {
+        std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io { path: dir.display().to_string(), source })?;
+        Ok(CheckpointStore { dir: dir.to_path_buf() })
+    }
+
+    fn path(&self, topic: &str, partition: i32) -> PathBuf {
+        self.dir.join(format!("{topic}-{partition}.json"))
+    }
+
+    /// The saved state, or an empty one starting at offset 0.
+    pub fn load(&self, topic: &str, partition: i32) -> Result<PartitionState, CheckpointError> {
+        let path = self.path(topic, partition);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|source| CheckpointError::Corrupt { path: path.display().to_string(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PartitionState::default()),
+            Err(source) => Err(CheckpointError::Io { path: path.display().to_string(), source }),
+        }
+    }
+
+    pub fn save(&self, topic: &str, partition: i32, state: &PartitionState) -> Result<(), CheckpointError> {
+        let path = self.path(topic, partition);
+        let io = |source| CheckpointError::Io { path: path.display().to_string(), source };
+        let bytes = serde_json::to_vec(state).map_err(|source| CheckpointError::Corrupt { path: path.display().to_string(), source })?;
+        let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
+        {
+            let mut file = std::fs::File::create(&tmp).map_err(io)?;
+            file.write_all(&bytes).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        if let Ok(dir) = std::fs::File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_state_loads_back_and_missing_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path()).unwrap();
+        assert_eq!(store.load("t", 0).unwrap(), PartitionState::default());
+        let mut state = PartitionState { next_offset: 42, ..Default::default() };
+        state.seen.insert(("glpi".into(), "7".into()), chrono::Utc::now());
+        store.save("t", 0, &state).unwrap();
+        assert_eq!(store.load("t", 0).unwrap(), state);
+        std::fs::write(dir.path().join("t-1.json"), b"{truncated").unwrap();
+        assert!(matches!(store.load("t", 1), Err(CheckpointError::Corrupt { .. })));
+    }
+}

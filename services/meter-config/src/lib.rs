@@ -1,0 +1,335 @@
+//! Configuration shared by every service: one TOML file (see
+//! `config/meter.toml`, which lists every key with its default), overridden
+//! by environment variables `METER_<SECTION>__<KEY>` (for example
+//! `METER_KAFKA__BROKERS=kafka:9092`, `METER_CLICKHOUSE__URL=...`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} does not exist; pass --config with an existing file, or omit it to use the defaults")]
+    Missing { path: PathBuf },
+    #[error("invalid configuration: {0}\n(hint: every key and its default is listed in config/meter.toml; environment overrides are METER_<SECTION>__<KEY>)")]
+    Invalid(String),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Invalid(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeterConfig {
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub clickhouse: ClickHouseConfig,
+    pub collector: CollectorConfig,
+    pub aggregator: AggregatorConfig,
+    pub sink: SinkConfig,
+    pub log: LogConfig,
+    /// Path of the price book used to rate usage into costs.
+    pub price_book: PathBuf,
+    /// Per-tenant settings, by tenant id.
+    pub tenants: BTreeMap<String, TenantConfig>,
+}
+
+impl Default for MeterConfig {
+    fn default() -> Self {
+        MeterConfig {
+            kafka: KafkaConfig::default(),
+            topics: TopicsConfig::default(),
+            clickhouse: ClickHouseConfig::default(),
+            collector: CollectorConfig::default(),
+            aggregator: AggregatorConfig::default(),
+            sink: SinkConfig::default(),
+            log: LogConfig::default(),
+            price_book: PathBuf::from("config/price-book.toml"),
+            tenants: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma separated.
+    pub brokers: String,
+    /// Enable the idempotent producer (no duplicates on producer retries).
+    pub idempotence: bool,
+    /// Extra librdkafka properties passed as they are (e.g. security.protocol).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig { brokers: "127.0.0.1:9092".into(), idempotence: true, properties: BTreeMap::new() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    pub vm_usage: String,
+    pub check_result: String,
+    pub ticket_time: String,
+    pub dead_letters: String,
+    pub late_events: String,
+    pub aggregates: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            vm_usage: "meter.events.vm-usage".into(),
+            check_result: "meter.events.check-result".into(),
+            ticket_time: "meter.events.ticket-time".into(),
+            dead_letters: "meter.dead-letters".into(),
+            late_events: "meter.late-events".into(),
+            aggregates: "meter.aggregates".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClickHouseCompression {
+    None,
+    Lz4,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// HTTP endpoint.
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    /// Row-type validation against the server schema (needs a recent server;
+    /// false for ClickHouse 18.x).
+    pub validation: bool,
+    /// HTTP compression: "none" or "lz4" (18.x returns empty results with lz4).
+    pub compression: ClickHouseCompression,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            database: "meter".into(),
+            user: "default".into(),
+            password: String::new(),
+            validation: false,
+            compression: ClickHouseCompression::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// Address of the collector's /metrics endpoint ("" disables it).
+    pub metrics_listen: String,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig { metrics_listen: "127.0.0.1:9604".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregatorConfig {
+    /// Consumer group shared by aggregator instances.
+    pub group_id: String,
+    pub metrics_listen: String,
+    /// Time zone used for tenants without their own (IANA name).
+    pub default_time_zone: String,
+    /// How long after a window's end late events still revise it.
+    pub allowed_lateness_seconds: u64,
+    /// How often changed aggregates are emitted.
+    pub flush_interval_ms: u64,
+    /// Where per-partition state (windows, dedup keys, offsets) is checkpointed.
+    pub state_dir: PathBuf,
+    /// How long an event id is remembered for deduplication.
+    pub dedup_horizon_days: u32,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        AggregatorConfig {
+            group_id: "meter-aggregator".into(),
+            metrics_listen: "127.0.0.1:9601".into(),
+            default_time_zone: "UTC".into(),
+            allowed_lateness_seconds: 3 * 24 * 3600,
+            flush_interval_ms: 1000,
+            state_dir: PathBuf::from(".stack/aggregator-state"),
+            dedup_horizon_days: 7,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    /// Consumer group of the ClickHouse sink.
+    pub group_id: String,
+    pub metrics_listen: String,
+    /// Rows per INSERT at most.
+    pub batch_rows: usize,
+    /// Longest wait before a partial batch is written.
+    pub flush_interval_ms: u64,
+    /// Longest backoff between retries while ClickHouse is down.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            group_id: "meter-sink-clickhouse".into(),
+            metrics_listen: "127.0.0.1:9602".into(),
+            batch_rows: 10_000,
+            flush_interval_ms: 1000,
+            max_backoff_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// "text" for people, "json" for log shippers.
+    pub format: LogFormat,
+    /// tracing filter, e.g. "info" or "info,aggregator=debug" (RUST_LOG wins).
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    /// IANA time zone the tenant's days, weeks, months and years are cut in.
+    pub time_zone: String,
+}
+
+const SECTIONS: [&str; 9] =
+    ["kafka", "topics", "clickhouse", "collector", "aggregator", "sink", "log", "price_book", "tenants"];
+
+impl MeterConfig {
+    /// Loads defaults, then the file (if given), then `METER_*` overrides,
+    /// and checks the values.
+    pub fn load(path: Option<&Path>) -> Result<MeterConfig, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(MeterConfig::default()));
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Missing { path: path.to_path_buf() });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        // Only keys under a known section: scripts use other METER_* variables.
+        figment = figment.merge(
+            Env::prefixed("METER_")
+                .split("__")
+                .filter(|key| SECTIONS.iter().any(|s| key.as_str().split('.').next() == Some(*s))),
+        );
+        let config: MeterConfig = figment.extract()?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let zone = |z: &str, what: &str| {
+            z.parse::<chrono_tz::Tz>()
+                .map(|_| ())
+                .map_err(|_| ConfigError::Invalid(format!("{what}: unknown time zone {z:?} (use an IANA name such as Europe/Paris)")))
+        };
+        zone(&self.aggregator.default_time_zone, "aggregator.default_time_zone")?;
+        for (tenant, t) in &self.tenants {
+            zone(&t.time_zone, &format!("tenants.{tenant}.time_zone"))?;
+        }
+        // An id forgotten by deduplication must belong to a closed window, or a
+        // replayed duplicate could count again: horizon > lateness + the longest day.
+        let lateness_days = self.aggregator.allowed_lateness_seconds.div_ceil(86_400);
+        if u64::from(self.aggregator.dedup_horizon_days) < lateness_days + 2 {
+            return Err(ConfigError::Invalid(format!(
+                "aggregator.dedup_horizon_days ({}) must be at least the allowed lateness in days plus 2 ({})",
+                self.aggregator.dedup_horizon_days,
+                lateness_days + 2
+            )));
+        }
+        if self.sink.batch_rows == 0 {
+            return Err(ConfigError::Invalid("sink.batch_rows must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The time zone a tenant's periods are cut in.
+    pub fn time_zone_of(&self, tenant: &str) -> chrono_tz::Tz {
+        self.tenants
+            .get(tenant)
+            .map(|t| t.time_zone.as_str())
+            .unwrap_or(&self.aggregator.default_time_zone)
+            .parse()
+            .unwrap_or(chrono_tz::UTC)
+    }
+
+    /// The default configuration as TOML, for `meter config defaults`.
+    pub fn defaults_toml() -> String {
+        toml::to_string_pretty(&MeterConfig::default()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_file_equals_the_defaults_plus_its_tenants() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/meter.toml");
+        let loaded = MeterConfig::load(Some(&path)).unwrap();
+        let mut expected = MeterConfig::default();
+        expected.tenants = loaded.tenants.clone();
+        assert_eq!(loaded, expected, "config/meter.toml must document the real defaults");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_zones_are_refused_with_a_hint() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.toml");
+        std::fs::write(&file, "[kafka]\nbroker = 'x'\n").unwrap();
+        let err = MeterConfig::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("broker") && err.contains("config/meter.toml"), "{err}");
+        std::fs::write(&file, "[tenants.acme]\ntime_zone = 'Europe/Pariss'\n").unwrap();
+        let err = MeterConfig::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("Europe/Pariss"), "{err}");
+        assert!(matches!(MeterConfig::load(Some(&dir.path().join("nope.toml"))), Err(ConfigError::Missing { .. })));
+    }
+
+    #[test]
+    fn tenant_zone_falls_back_to_the_default() {
+        let mut c = MeterConfig::default();
+        c.tenants.insert("acme".into(), TenantConfig { time_zone: "Europe/Paris".into() });
+        assert_eq!(c.time_zone_of("acme"), chrono_tz::Europe::Paris);
+        assert_eq!(c.time_zone_of("other"), chrono_tz::UTC);
+    }
+}

@@ -1,0 +1,122 @@
+//! Kafka plumbing: producers that wait for the broker's acknowledgement,
+//! consumers that commit only what was fully handled, and the dead-letter
+//! writer.
+
+use std::time::Duration;
+
+use meter_config::{KafkaConfig, MeterConfig, TopicsConfig};
+use meter_model::{DeadLetter, EventCodec, EventKind};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("Kafka client setup failed: {0} (check kafka.brokers and kafka.properties)")]
+    Client(rdkafka::error::KafkaError),
+    #[error("publishing to {topic} failed: {source} (is the broker up? `meter stack status`)")]
+    Publish { topic: String, source: rdkafka::error::KafkaError },
+    #[error("encoding: {0}")]
+    Codec(#[from] meter_model::CodecError),
+}
+
+fn base_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in &kafka.properties {
+        config.set(key, value);
+    }
+    config
+}
+
+/// A producer that retries without duplicating (when idempotence is on) and
+/// reports success only once all in-sync replicas have the message.
+pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
+    let mut config = base_config(kafka);
+    config
+        .set("acks", "all")
+        .set("enable.idempotence", if kafka.idempotence { "true" } else { "false" })
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000");
+    config.create().map_err(KafkaError::Client)
+}
+
+/// A consumer in `group` that never commits on its own: callers commit the
+/// offsets of what they have fully handled.
+pub fn consumer(kafka: &KafkaConfig, group: &str) -> Result<StreamConsumer, KafkaError> {
+    consumer_with_context(kafka, group, rdkafka::consumer::DefaultConsumerContext)
+}
+
+/// Like [`consumer`], with a context that observes rebalances.
+pub fn consumer_with_context<C: rdkafka::consumer::ConsumerContext + 'static>(
+    kafka: &KafkaConfig,
+    group: &str,
+    context: C,
+) -> Result<StreamConsumer<C>, KafkaError> {
+    let mut config = base_config(kafka);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("partition.assignment.strategy", "range");
+    config.create_with_context(context).map_err(KafkaError::Client)
+}
+
+/// Publishes one message and waits for the broker's acknowledgement.
+pub async fn publish(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) -> Result<(i32, i64), KafkaError> {
+    let record = FutureRecord::to(topic).key(key).payload(payload);
+    producer
+        .send(record, Duration::from_secs(120))
+        .await
+        .map(|delivery| (delivery.partition, delivery.offset))
+        .map_err(|(source, _)| KafkaError::Publish { topic: topic.to_string(), source })
+}
+
+/// The topic carrying events of one kind.
+pub fn event_topic(topics: &TopicsConfig, kind: EventKind) -> &str {
+    match kind {
+        EventKind::VmUsage => &topics.vm_usage,
+        EventKind::CheckResult => &topics.check_result,
+        EventKind::TicketTime => &topics.ticket_time,
+    }
+}
+
+/// The event kind a topic carries, if it is one of the event topics.
+pub fn kind_of_topic(topics: &TopicsConfig, topic: &str) -> Option<EventKind> {
+    EventKind::ALL.into_iter().find(|k| event_topic(topics, *k) == topic)
+}
+
+/// Events are keyed by tenant so that a tenant's events stay in one
+/// partition: per-tenant order and windows then live in one place.
+pub fn event_key(tenant: &str) -> &str {
+    tenant
+}
+
+/// Writes dead letters, keyed by component so they stay ordered per source.
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl DeadLetters {
+    pub fn new(config: &MeterConfig) -> Result<Self, KafkaError> {
+        Ok(DeadLetters { producer: producer(&config.kafka)?, topic: config.topics.dead_letters.clone() })
+    }
+
+    pub fn with_producer(producer: FutureProducer, topic: String) -> Self {
+        DeadLetters { producer, topic }
+    }
+
+    pub async fn send(&self, letter: &DeadLetter) -> Result<(), KafkaError> {
+        let payload = EventCodec::encode(letter)?;
+        publish(&self.producer, &self.topic, &letter.component, &payload).await?;
+        tracing::warn!(component = %letter.component, error_kind = %letter.error_kind, error = %letter.error,
+            source_file = ?letter.source_file, source_line = ?letter.source_line,
+            source_topic = ?letter.source_topic, source_partition = ?letter.source_partition,
+            source_offset = ?letter.source_offset, "dead-lettered");
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! Logging and metrics plumbing shared by the services.
+//!
+//! Metric names follow `meter_<noun>_<verb>_total`; labels are bounded
+//! (kind, reason code, topic, partition), never tenant ids or event ids.
+
+use std::net::SocketAddr;
+
+use meter_config::{LogConfig, LogFormat};
+use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("metrics address {addr:?} is not host:port")]
+    BadAddress { addr: String },
+    #[error("cannot listen for /metrics on {addr}: {source} (is another service using the port? change metrics_listen)")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("metric registration: {0}")]
+    Prometheus(#[from] prometheus::Error),
+}
+
+/// Installs the global tracing subscriber: JSON or text, filtered by
+/// `RUST_LOG` when set, else by the configured level.
+pub fn init_logging(config: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// A registry with the `meter_build_info` gauge already in it.
+pub fn registry(service: &str) -> Result<Registry, TelemetryError> {
+    let registry = Registry::new();
+    let build = IntGaugeVec::new(
+        Opts::new("meter_build_info", "Build information of the running service (value is always 1)."),
+        &["service", "version"],
+    )?;
+    build.with_label_values(&[service, env!("CARGO_PKG_VERSION")]).set(1);
+    registry.register(Box::new(build))?;
+    Ok(registry)
+}
+
+/// Renders the registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut buffer = Vec::new();
+    let _ = TextEncoder::new().encode(&registry.gather(), &mut buffer);
+    String::from_utf8(buffer).unwrap_or_default()
+}
+
+/// Serves `GET /metrics` in the background. An empty address disables it.
+pub async fn serve_metrics(listen: &str, registry: Registry) -> Result<Option<SocketAddr>, TelemetryError> {
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = listen.parse().map_err(|_| TelemetryError::BadAddress { addr: listen.to_string() })?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| TelemetryError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| TelemetryError::Bind { addr, source })?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move { render(&registry) }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    tracing::info!(%bound, "serving /metrics");
+    Ok(Some(bound))
+}
