@@ -221,7 +221,10 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
             flush(config, &book, &settings, &store, &consumer, &producer, &metrics, &mut partitions).await?;
             last_flush = Instant::now();
             if let Some(idle) = options.until_idle {
-                if last_input.elapsed() >= idle {
+                let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
+                if !assigned {
+                    last_input = Instant::now(); // idle counts from the assignment on
+                } else if last_input.elapsed() >= idle {
                     tracing::info!("no input for {idle:?}: everything flushed, stopping");
                     return Ok(());
                 }

@@ -116,8 +116,8 @@ pub async fn collect_file(
     path: &Path,
     options: &CollectOptions,
 ) -> Result<CollectReport, CollectError> {
-    let display = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|source| CollectError::Read { path: display.clone(), source })?;
+    let file_name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| CollectError::Read { path: file_name.clone(), source })?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let progress = if options.show_progress {
         let bar = ProgressBar::new(size);
@@ -125,7 +125,7 @@ pub async fn collect_file(
             ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {bytes}/{total_bytes} ({per_sec}, {eta} left)")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        bar.set_message(format!("{kind} {display}"));
+        bar.set_message(format!("{kind} {file_name}"));
         bar
     } else {
         ProgressBar::hidden()
@@ -140,7 +140,7 @@ pub async fn collect_file(
     let mut line_number = 0u64;
     loop {
         raw.clear();
-        let n = reader.read_until(b'\n', &mut raw).map_err(|source| CollectError::Read { path: display.clone(), source })?;
+        let n = reader.read_until(b'\n', &mut raw).map_err(|source| CollectError::Read { path: file_name.clone(), source })?;
         if n == 0 {
             break;
         }
@@ -169,7 +169,7 @@ pub async fn collect_file(
                 }
             }
             Err((reason, error)) => {
-                progress.suspend(|| tracing::warn!(file = %display, line = line_number, reason, %error, "rejected line"));
+                progress.suspend(|| tracing::warn!(file = %file_name, line = line_number, reason, %error, "rejected line"));
                 metrics.rejected.with_label_values(&[kind_label, reason]).inc();
                 dead_letters
                     .send(&DeadLetter {
@@ -178,7 +178,7 @@ pub async fn collect_file(
                         error: error.clone(),
                         original: raw.clone(),
                         event_kind: Some(kind_label.into()),
-                        source_file: Some(display.clone()),
+                        source_file: Some(file_name.clone()),
                         source_line: Some(line_number as i64),
                         source_topic: None,
                         source_partition: None,
@@ -199,7 +199,7 @@ pub async fn collect_file(
         metrics.last_success.with_label_values(&["file"]).set(Utc::now().timestamp());
     }
     progress.finish_and_clear();
-    tracing::info!(file = %display, kind = kind_label, lines = report.lines_read, published = report.published,
+    tracing::info!(file = %file_name, kind = kind_label, lines = report.lines_read, published = report.published,
         rejected = report.rejections.len(), "file collected");
     Ok(report)
 }

@@ -1,0 +1,286 @@
+//! `meter`: one command, one subcommand per service or tool. Each service
+//! (`collect`, `aggregate`, `sink clickhouse`) runs as its own process.
+
+mod demo;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use meter_config::MeterConfig;
+use meter_model::EventKind;
+
+#[derive(Parser)]
+#[command(name = "meter", version, about = "Usage metering pipeline: collectors -> Kafka -> aggregator -> aggregate topic -> ClickHouse.")]
+struct Cli {
+    /// Configuration file (every key and default: config/meter.toml).
+    /// Default: config/meter.toml when it exists, else built-in defaults.
+    #[arg(long, global = true, env = "METER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The local stack of real servers (Tansu broker, ClickHouse, Prometheus) on loopback.
+    Stack {
+        #[command(subcommand)]
+        action: StackAction,
+    },
+    /// Apply the ClickHouse schema migrations not applied yet.
+    Migrate,
+    /// Collectors: read a source and publish its events to the event topics.
+    Collect {
+        #[command(subcommand)]
+        source: CollectSource,
+    },
+    /// The aggregator: window, deduplicate and rate events; emit aggregate revisions.
+    Aggregate {
+        /// Stop once no input arrived for this many seconds and all is flushed
+        /// (batch runs). Default: run until Ctrl-C.
+        #[arg(long, value_name = "SECONDS")]
+        until_idle: Option<u64>,
+    },
+    /// Sinks: write the aggregate topic to a store.
+    Sink {
+        #[command(subcommand)]
+        target: SinkTarget,
+    },
+    /// Demo data built from the figures in DOMAIN.md.
+    Demo {
+        #[command(subcommand)]
+        action: DemoAction,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum StackAction {
+    /// Install what is missing, start every server, create topics, apply migrations.
+    Up,
+    /// Stop every server (data is kept).
+    Down,
+    /// Say what runs where.
+    Status,
+    /// Restart only the broker (its data survives).
+    RestartBroker,
+    /// Stop everything and delete the local data.
+    Reset,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    VmUsage,
+    CheckResult,
+    TicketTime,
+}
+
+impl From<KindArg> for EventKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::VmUsage => EventKind::VmUsage,
+            KindArg::CheckResult => EventKind::CheckResult,
+            KindArg::TicketTime => EventKind::TicketTime,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum CollectSource {
+    /// JSON-lines files, one event per line, one kind per file (format: README "Input files").
+    /// Bad lines are reported with their number, dead-lettered, and skipped.
+    File {
+        /// The kind of event in the files.
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// Show a progress bar (default: when stderr is a terminal).
+        #[arg(long)]
+        progress: bool,
+        /// Exit with status 2 when any line was rejected.
+        #[arg(long)]
+        strict: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SinkTarget {
+    /// Write aggregate revisions to ClickHouse (idempotent; retries while ClickHouse is down).
+    Clickhouse {
+        /// Stop once no input arrived for this many seconds and all is written.
+        #[arg(long, value_name = "SECONDS")]
+        until_idle: Option<u64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DemoAction {
+    /// Write demo input files (ticket-time, check-result, vm-usage .jsonl) to a folder.
+    Generate {
+        #[arg(long, default_value = ".stack/demo")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print the built-in defaults as TOML.
+    Defaults,
+    /// Load the configuration (file + METER_* overrides), check it and print it.
+    Check,
+}
+
+fn load_config(path: Option<&Path>) -> Result<MeterConfig> {
+    let default = Path::new("config/meter.toml");
+    let path = path.or(default.exists().then_some(default));
+    Ok(MeterConfig::load(path)?)
+}
+
+fn repo_script(name: &str) -> Result<PathBuf> {
+    let mut dir = std::env::current_dir()?;
+    loop {
+        let candidate = dir.join("scripts").join(name);
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+        if !dir.pop() {
+            bail!("scripts/{name} not found above the current directory: run meter from the repository");
+        }
+    }
+}
+
+async fn metrics_registry(service: &str, listen: &str) -> Result<prometheus::Registry> {
+    let registry = meter_telemetry::registry(service)?;
+    meter_telemetry::serve_metrics(listen, registry.clone()).await?;
+    Ok(registry)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Config { action: ConfigAction::Defaults } => {
+            print!("{}", MeterConfig::defaults_toml());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Stack { action } => {
+            let script = repo_script("stack.sh")?;
+            let verb = match action {
+                StackAction::Up => "up",
+                StackAction::Down => "down",
+                StackAction::Status => "status",
+                StackAction::RestartBroker => "restart-broker",
+                StackAction::Reset => "reset",
+            };
+            let status = tokio::process::Command::new("bash").arg(&script).arg(verb).status().await?;
+            if !status.success() {
+                bail!("{} {verb} failed ({status})", script.display());
+            }
+            if matches!(action, StackAction::Up) {
+                let config = load_config(cli.config.as_deref())?;
+                migrate(&config).await?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    let config = load_config(cli.config.as_deref())?;
+    meter_telemetry::init_logging(&config.log);
+    match cli.command {
+        Command::Config { action: ConfigAction::Check } => {
+            print!("{}", toml::to_string_pretty(&config)?);
+        }
+        Command::Migrate => migrate(&config).await?,
+        Command::Collect { source: CollectSource::File { kind, progress, strict, files } } => {
+            let registry = metrics_registry("collector-file", &config.collector.metrics_listen).await?;
+            let metrics = collector_file::CollectorMetrics::register(&registry)?;
+            let producer = meter_kafka::producer(&config.kafka)?;
+            let options = collector_file::CollectOptions {
+                show_progress: progress || std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                ..Default::default()
+            };
+            let mut rejected = 0usize;
+            for file in &files {
+                let report = collector_file::collect_file(&config, &producer, &metrics, kind.into(), file, &options)
+                    .await
+                    .with_context(|| format!("collecting {}", file.display()))?;
+                println!(
+                    "{}: {} lines read, {} published, {} rejected",
+                    file.display(),
+                    report.lines_read,
+                    report.published,
+                    report.rejections.len()
+                );
+                for r in report.rejections.iter().take(20) {
+                    println!("  line {}: {} ({})", r.line, r.reason, r.error);
+                }
+                if report.rejections.len() > 20 {
+                    println!("  ... {} more (all are on the dead-letter topic {})", report.rejections.len() - 20, config.topics.dead_letters);
+                }
+                rejected += report.rejections.len();
+            }
+            if strict && rejected > 0 {
+                return Ok(ExitCode::from(2));
+            }
+        }
+        Command::Aggregate { until_idle } => {
+            let registry = metrics_registry("aggregator", &config.aggregator.metrics_listen).await?;
+            let metrics = aggregator::runner::AggregatorMetrics::register(&registry)?;
+            let book = aggregator::pricing::PriceBook::load(&config.price_book)?;
+            aggregator::runner::run(
+                &config,
+                book,
+                metrics,
+                aggregator::runner::RunOptions { until_idle: until_idle.map(Duration::from_secs) },
+            )
+            .await?;
+        }
+        Command::Sink { target: SinkTarget::Clickhouse { until_idle } } => {
+            let registry = metrics_registry("sink-clickhouse", &config.sink.metrics_listen).await?;
+            let metrics = sink_clickhouse::writer::SinkMetrics::register(&registry)?;
+            sink_clickhouse::writer::run(
+                &config,
+                metrics,
+                sink_clickhouse::writer::SinkOptions { until_idle: until_idle.map(Duration::from_secs) },
+            )
+            .await?;
+        }
+        Command::Demo { action: DemoAction::Generate { out } } => {
+            let written = demo::generate(&out)?;
+            for (kind, path, lines) in written {
+                println!("{kind}: {lines} events in {}", path.display());
+            }
+        }
+        Command::Config { action: ConfigAction::Defaults } | Command::Stack { .. } => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(config: &MeterConfig) -> Result<()> {
+    let client = sink_clickhouse::client(&config.clickhouse);
+    let applied = sink_clickhouse::migrations::migrate(&client, &config.clickhouse.url, &config.clickhouse.database).await?;
+    if applied.is_empty() {
+        println!("ClickHouse schema {} is up to date", config.clickhouse.database);
+    } else {
+        println!("ClickHouse schema {}: applied migrations {applied:?}", config.clickhouse.database);
+    }
+    Ok(())
+}

@@ -1,0 +1,272 @@
+//! The sink loop: read a batch of aggregate revisions, insert it, and only
+//! then commit the offsets. While ClickHouse is down the batch is retried
+//! with exponential backoff and the consumer does not move on.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use meter_config::MeterConfig;
+use meter_kafka::{DeadLetters, KafkaError};
+use meter_model::{Aggregate, DeadLetter, EventCodec};
+use prometheus::{Histogram, HistogramOpts, IntCounter, Opts, Registry};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    #[error("Kafka: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("aggregate {id}: {what} does not fit the ClickHouse column")]
+    OutOfRange { id: String, what: &'static str },
+}
+
+#[derive(Clone)]
+pub struct SinkMetrics {
+    rows: IntCounter,
+    batches: IntCounter,
+    errors: IntCounter,
+    latency: Histogram,
+}
+
+impl SinkMetrics {
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let rows = IntCounter::with_opts(Opts::new("meter_sink_rows_inserted_total", "Rows acknowledged by ClickHouse."))?;
+        let batches = IntCounter::with_opts(Opts::new("meter_sink_batches_inserted_total", "INSERT batches acknowledged by ClickHouse."))?;
+        let errors = IntCounter::with_opts(Opts::new("meter_sink_insert_errors_total", "Failed INSERT attempts (each is retried)."))?;
+        let latency = Histogram::with_opts(
+            HistogramOpts::new("meter_sink_insert_duration_seconds", "Time to insert one batch.")
+                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )?;
+        registry.register(Box::new(rows.clone()))?;
+        registry.register(Box::new(batches.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        Ok(SinkMetrics { rows, batches, errors, latency })
+    }
+}
+
+/// One row of `aggregates`, in RowBinary order. Decimal(18, 6) travels as
+/// the unscaled Int64, DateTime as UInt32 seconds, Date as UInt16 days.
+#[derive(Debug, Clone, clickhouse::Row, Serialize)]
+pub struct AggregateRow {
+    pub aggregate_id: String,
+    pub revision: i64,
+    pub is_final: u8,
+    pub version: u64,
+    pub kind: String,
+    pub tenant: String,
+    pub subsidiary: String,
+    pub domain: String,
+    pub period: String,
+    pub time_zone: String,
+    pub window_start: u32,
+    pub window_end: u32,
+    pub window_date: u16,
+    pub metric: String,
+    pub unit: String,
+    pub dimension_keys: Vec<String>,
+    pub dimension_values: Vec<String>,
+    pub quantity: i64,
+    pub event_count: u64,
+    pub incident_count: u64,
+    pub request_count: u64,
+    pub ok_count: u64,
+    pub warning_count: u64,
+    pub ko_count: u64,
+    pub unknown_count: u64,
+    pub missed_count: u64,
+    pub cost: i64,
+    pub currency: String,
+    pub price_book_version: String,
+    pub emitted_at: u32,
+}
+
+fn decimal18_6(d: Decimal) -> Option<i64> {
+    let mut d = d;
+    d.rescale(6);
+    let m = d.mantissa();
+    (d.scale() == 6 && m.abs() < 1_000_000_000_000_000_000).then_some(m as i64)
+}
+
+fn seconds(t: DateTime<Utc>) -> Option<u32> {
+    u32::try_from(t.timestamp()).ok()
+}
+
+impl AggregateRow {
+    pub fn from_aggregate(a: &Aggregate) -> Result<Self, SinkError> {
+        let out = |what| SinkError::OutOfRange { id: a.aggregate_id.clone(), what };
+        let day = NaiveDate::parse_from_str(&a.window_label, "%Y-%m-%d").map_err(|_| out("window_label"))?;
+        let days = (day - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days();
+        let count = |v: i64, what| u64::try_from(v).map_err(|_| out(what));
+        Ok(AggregateRow {
+            aggregate_id: a.aggregate_id.clone(),
+            revision: a.revision,
+            is_final: u8::from(a.is_final),
+            version: u64::try_from(a.revision).map_err(|_| out("revision"))? * 2 + u64::from(a.is_final),
+            kind: a.kind.symbol().to_string(),
+            tenant: a.tenant.clone(),
+            subsidiary: a.subsidiary.clone(),
+            domain: a.domain.clone(),
+            period: a.period.symbol().to_string(),
+            time_zone: a.time_zone.clone(),
+            window_start: seconds(a.window_start).ok_or_else(|| out("window_start"))?,
+            window_end: seconds(a.window_end).ok_or_else(|| out("window_end"))?,
+            window_date: u16::try_from(days).map_err(|_| out("window_date"))?,
+            metric: a.metric.clone(),
+            unit: a.unit.clone(),
+            dimension_keys: a.dimensions.keys().cloned().collect(),
+            dimension_values: a.dimensions.values().cloned().collect(),
+            quantity: decimal18_6(a.quantity).ok_or_else(|| out("quantity"))?,
+            event_count: count(a.event_count, "event_count")?,
+            incident_count: count(a.incident_count, "incident_count")?,
+            request_count: count(a.request_count, "request_count")?,
+            ok_count: count(a.ok_count, "ok_count")?,
+            warning_count: count(a.warning_count, "warning_count")?,
+            ko_count: count(a.ko_count, "ko_count")?,
+            unknown_count: count(a.unknown_count, "unknown_count")?,
+            missed_count: count(a.missed_count, "missed_count")?,
+            cost: decimal18_6(a.cost).ok_or_else(|| out("cost"))?,
+            currency: a.currency.clone(),
+            price_book_version: a.price_book_version.clone(),
+            emitted_at: seconds(a.emitted_at).ok_or_else(|| out("emitted_at"))?,
+        })
+    }
+}
+
+async fn insert_batch(client: &clickhouse::Client, table: &str, rows: &[AggregateRow]) -> Result<(), clickhouse::error::Error> {
+    let mut insert = client.insert::<AggregateRow>(table).await?;
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await
+}
+
+pub struct SinkOptions {
+    pub until_idle: Option<Duration>,
+}
+
+pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOptions) -> Result<(), SinkError> {
+    let client = crate::client(&config.clickhouse).with_database(&config.clickhouse.database);
+    let table = "aggregates";
+    let consumer: StreamConsumer = meter_kafka::consumer(&config.kafka, &config.sink.group_id)?;
+    consumer.subscribe(&[config.topics.aggregates.as_str()])?;
+    let dead_letters = DeadLetters::new(config)?;
+    let flush_every = Duration::from_millis(config.sink.flush_interval_ms.max(10));
+    let max_backoff = Duration::from_millis(config.sink.max_backoff_ms.max(100));
+    let mut batch: Vec<AggregateRow> = Vec::new();
+    let mut positions: HashMap<(String, i32), i64> = HashMap::new();
+    let mut batch_started = Instant::now();
+    let mut last_input = Instant::now();
+    tracing::info!(database = %config.clickhouse.database, table, topic = %config.topics.aggregates, "ClickHouse sink started");
+    loop {
+        let wait = flush_every.saturating_sub(batch_started.elapsed()).max(Duration::from_millis(10));
+        let received = tokio::select! {
+            r = tokio::time::timeout(wait, consumer.recv()) => r,
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("interrupted: writing the last batch and stopping");
+                write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut positions, max_backoff).await?;
+                return Ok(());
+            }
+        };
+        match received {
+            Ok(Ok(message)) => {
+                last_input = Instant::now();
+                if batch.is_empty() && positions.is_empty() {
+                    batch_started = Instant::now();
+                }
+                let payload = message.payload().unwrap_or_default();
+                let row = EventCodec::decode::<Aggregate>(payload)
+                    .map_err(|e| ("avro_decode", e.to_string()))
+                    .and_then(|a| AggregateRow::from_aggregate(&a).map_err(|e| ("out_of_range", e.to_string())));
+                match row {
+                    Ok(row) => batch.push(row),
+                    Err((kind, error)) => {
+                        dead_letters
+                            .send(&DeadLetter {
+                                component: "sink-clickhouse".into(),
+                                error_kind: kind.into(),
+                                error,
+                                original: payload.to_vec(),
+                                event_kind: None,
+                                source_file: None,
+                                source_line: None,
+                                source_topic: Some(message.topic().into()),
+                                source_partition: Some(message.partition()),
+                                source_offset: Some(message.offset()),
+                                failed_at: meter_model::codec::to_millis(Utc::now()),
+                            })
+                            .await?;
+                    }
+                }
+                positions.insert((message.topic().to_string(), message.partition()), message.offset() + 1);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "consumer error; retrying"),
+            Err(_elapsed) => {}
+        }
+        if batch.len() >= config.sink.batch_rows || (!positions.is_empty() && batch_started.elapsed() >= flush_every) {
+            write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut positions, max_backoff).await?;
+            batch_started = Instant::now();
+        }
+        if let Some(idle) = options.until_idle {
+            let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
+            if !assigned {
+                last_input = Instant::now(); // idle counts from the assignment on
+            } else if positions.is_empty() && last_input.elapsed() >= idle {
+                tracing::info!("no input for {idle:?}: everything written, stopping");
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn write_and_commit(
+    client: &clickhouse::Client,
+    table: &str,
+    consumer: &StreamConsumer,
+    metrics: &SinkMetrics,
+    batch: &mut Vec<AggregateRow>,
+    positions: &mut HashMap<(String, i32), i64>,
+    max_backoff: Duration,
+) -> Result<(), SinkError> {
+    if !batch.is_empty() {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let timer = metrics.latency.start_timer();
+            match insert_batch(client, table, batch).await {
+                Ok(()) => {
+                    timer.observe_duration();
+                    metrics.rows.inc_by(batch.len() as u64);
+                    metrics.batches.inc();
+                    tracing::info!(rows = batch.len(), "batch inserted");
+                    break;
+                }
+                Err(e) => {
+                    timer.stop_and_discard();
+                    metrics.errors.inc();
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, rows = batch.len(),
+                        "insert failed; holding position and retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+            }
+        }
+        batch.clear();
+    }
+    if !positions.is_empty() {
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), next) in positions.iter() {
+            list.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        consumer.commit(&list, CommitMode::Sync)?;
+        positions.clear();
+    }
+    Ok(())
+}
