@@ -59,7 +59,12 @@
 #     host name such as localhost makes it bind [::] (all interfaces), so the
 #     listener URL must say 127.0.0.1.
 #   * Tansu does not auto-create topics; `up` creates them with
-#     `tansu topic create`.
+#     `tansu topic create` (which exits 1 with "Topic with this name already
+#     exists." for an existing one, and the broker logs an ERROR for it, so
+#     existing topics are listed first and skipped).
+#   * ClickHouse 18.16 (Debian) runs fine as root from a root-owned data dir.
+#     Its config names an empty $METER_STACK_DIR/clickhouse/metrika.xml as
+#     include_from so /etc/metrika.xml is never read (the file must exist).
 
 set -euo pipefail
 
@@ -102,6 +107,9 @@ CH_DIR=$STACK_DIR/clickhouse
 PROM_DIR=$STACK_DIR/prometheus
 
 BROKER_URL=tcp://127.0.0.1:$KAFKA_PORT
+
+# Plain (uncoloured) output from the tansu CLI and broker in logs.
+export NO_COLOR=1
 
 log() { printf '%s\n' "$*"; }
 die() { printf 'stack.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -312,7 +320,7 @@ start_one() {
   rm -f "$(pidfile "$name")"
   if port_open "$port"; then
     ss -ltnp "sport = :$port" >&2 2>/dev/null || true
-    die "$name: port 127.0.0.1:$port is already in use by another process (not started by this script, see above)"
+    die "$name: port 127.0.0.1:$port is already in use by a process that this stack dir did not start (see above)"
   fi
   case $name in
     tansu)
@@ -384,9 +392,18 @@ stop_one() {
 }
 
 create_topics() {
-  local bin topic out rc
+  local bin topic out rc existing
   bin=$(tansu_bin) || die "tansu binary not found"
+  # Only ask to create the missing ones: Tansu logs an ERROR line for every
+  # CreateTopics of an existing topic. An "already exists" answer (a race with
+  # another creator) still counts as success.
+  existing=$(timeout 30 "$bin" topic list --broker "$BROKER_URL" 2>/dev/null |
+    grep -o '"name":"[^"]*"' | sed -e 's/^"name":"//' -e 's/"$//' || true)
   for topic in "${TOPICS[@]}"; do
+    if grep -qxF -- "$topic" <<<"$existing"; then
+      log "  topic $topic: exists"
+      continue
+    fi
     rc=0
     out=$(timeout 30 "$bin" topic create --broker "$BROKER_URL" --partitions "$PARTITIONS" "$topic" 2>&1) || rc=$?
     if ((rc == 0)); then
