@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test of the project on a fresh or prepared machine:
+#   1. installs what is missing and starts the local stack (scripts/stack.sh up),
+#   2. checks the Prometheus rules (promtool check rules / test rules),
+#   3. builds the `meter` binary the integration tests run as separate processes,
+#   4. runs unit, property and integration tests (cargo test --workspace).
+# The stack is left running; `scripts/stack.sh down` stops it.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "local stack"
+bash scripts/stack.sh up
+
+step "Prometheus rules"
+shopt -s nullglob
+rules=(deploy/prometheus/rules/*.yml)
+rule_tests=(deploy/prometheus/tests/*.yml)
+if ((${#rules[@]})); then promtool check rules "${rules[@]}"; fi
+if ((${#rule_tests[@]})); then promtool test rules "${rule_tests[@]}"; fi
+
+step "build"
+cargo build --locked --bin meter
+
+step "tests"
+cargo test --locked --workspace -- --test-threads=2
