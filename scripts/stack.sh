@@ -2,7 +2,7 @@
 # scripts/stack.sh — local stack for the metering pipeline, as plain processes
 # on loopback (no Docker, no systemd).
 #
-# Usage: scripts/stack.sh install|up|down|status|restart-broker|reset
+# Usage: scripts/stack.sh install|up|down|status|restart-broker|stop NAME|start NAME|reset
 #
 #   install         install what is missing (Debian packages, Tansu via cargo);
 #                   prints one line per component: present | installed
@@ -11,6 +11,8 @@
 #   down            stop every server (SIGTERM, then SIGKILL after a timeout)
 #   status          one line per server; exit 0 if all run, 3 otherwise
 #   restart-broker  stop and start Tansu only (data survives: sqlite storage)
+#   stop NAME       stop one server (tansu, clickhouse, prometheus)
+#   start NAME      start one server and wait until it answers
 #   reset           down, then delete the runtime dir
 #
 # What runs where (all bound to 127.0.0.1 only):
@@ -473,6 +475,20 @@ cmd_restart_broker() {
   create_topics
 }
 
+# stop/start one server (fault tests: a ClickHouse outage, a broker restart).
+cmd_stop_one() {
+  [[ " ${SERVERS[*]} " == *" ${1:-} "* ]] || die "stop needs one of: ${SERVERS[*]}"
+  stop_one "$1"
+}
+
+cmd_start_one() {
+  [[ " ${SERVERS[*]} " == *" ${1:-} "* ]] || die "start needs one of: ${SERVERS[*]}"
+  ensure_dirs
+  start_one "$1"
+  wait_ready "$1"
+  log "$1: running, pid $(live_pid "$1"), $(address_of "$1")"
+}
+
 cmd_reset() {
   cmd_down
   case "$STACK_DIR" in
@@ -494,6 +510,8 @@ main() {
     down) cmd_down ;;
     status) cmd_status ;;
     restart-broker) cmd_restart_broker ;;
+    stop) cmd_stop_one "${2:-}" ;;
+    start) cmd_start_one "${2:-}" ;;
     reset) cmd_reset ;;
     -h | --help | help) usage ;;
     *) usage >&2; exit 2 ;;

@@ -26,4 +26,11 @@ step "build"
 cargo build --locked --bin meter
 
 step "tests"
-cargo test --locked --workspace -- --test-threads=2
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --locked --workspace -- --test-threads=2 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo's last line is a doc-test summary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\ntotal: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -2,6 +2,9 @@
 //! test (topics, database, consumer groups, state folder), the `meter`
 //! binary as a separate process, and readers for topics and ClickHouse.
 
+pub mod scenario;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -129,10 +132,70 @@ impl TestEnv {
         sink_clickhouse::client(&self.config.clickhouse).with_database(&self.config.clickhouse.database)
     }
 
+    /// Latest revision of each daily aggregate in ClickHouse, summed per
+    /// (tenant, subsidiary, domain, kind, day), must equal `expected`.
+    pub async fn assert_clickhouse_day_totals(&self, expected: &scenario::DayTotals) {
+        let rows: Vec<(String, String, String, String, String, String, String, u64)> = self
+            .clickhouse()
+            .query(
+                "SELECT tenant, subsidiary, domain, kind, toString(window_date), toString(sum(quantity)), toString(sum(cost)), sum(event_count) \
+                 FROM aggregates FINAL WHERE period = 'DAY' GROUP BY tenant, subsidiary, domain, kind, window_date",
+            )
+            .fetch_all()
+            .await
+            .expect("query ClickHouse");
+        let got: scenario::DayTotals = rows
+            .into_iter()
+            .map(|(t, s, d, k, day, q, c, n)| ((t, s, d, k, day), (q.parse().expect("decimal"), c.parse().expect("decimal"), n as i64)))
+            .collect();
+        compare_day_totals("ClickHouse", &got, expected);
+    }
+
+    /// The latest revision of each daily aggregate on the aggregate topic,
+    /// summed per cell, must equal `expected`.
+    pub fn assert_topic_day_totals(&self, expected: &scenario::DayTotals) {
+        let mut latest: BTreeMap<String, meter_model::Aggregate> = BTreeMap::new();
+        for (key, payload, _) in self.read_topic(&self.config.topics.aggregates) {
+            let a: meter_model::Aggregate = meter_model::EventCodec::decode(&payload).expect("aggregate decodes");
+            assert_eq!(key.as_deref(), Some(a.aggregate_id.as_str()), "aggregates are keyed by their id");
+            match latest.get(&a.aggregate_id) {
+                Some(b) if (b.revision, b.is_final) > (a.revision, a.is_final) => {}
+                Some(b) if (b.revision, b.is_final) == (a.revision, a.is_final) => {
+                    assert_eq!((b.quantity, b.cost, b.event_count), (a.quantity, a.cost, a.event_count),
+                        "a repeated revision must carry the same content");
+                }
+                _ => {
+                    latest.insert(a.aggregate_id.clone(), a);
+                }
+            }
+        }
+        let mut got = scenario::DayTotals::new();
+        for a in latest.values().filter(|a| a.period == meter_model::Period::Day) {
+            let e = got
+                .entry((a.tenant.clone(), a.subsidiary.clone(), a.domain.clone(), a.kind.symbol().to_string(), a.window_label.clone()))
+                .or_default();
+            e.0 += a.quantity;
+            e.1 += a.cost;
+            e.2 += a.event_count;
+        }
+        compare_day_totals("the aggregate topic", &got, expected);
+    }
+
     /// Every message on a topic, from the beginning: (key, payload, headers).
     pub fn read_topic(&self, topic: &str) -> Vec<(Option<String>, Vec<u8>, Vec<(String, String)>)> {
         read_all(&self.config, topic)
     }
+}
+
+fn compare_day_totals(place: &str, got: &scenario::DayTotals, expected: &scenario::DayTotals) {
+    for (cell, want) in expected {
+        let have = got.get(cell).unwrap_or_else(|| panic!("{cell:?} missing in {place}"));
+        assert_eq!(have.0.normalize(), want.0.normalize(), "quantity of {cell:?} in {place}");
+        assert_eq!(have.1.normalize(), want.1.normalize(), "cost of {cell:?} in {place}");
+        assert_eq!(have.2, want.2, "event count of {cell:?} in {place}");
+    }
+    let extra: Vec<_> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
+    assert!(extra.is_empty(), "{place} has cells no event produced: {extra:?}");
 }
 
 async fn create_topics(config: &MeterConfig) {
@@ -199,4 +262,153 @@ pub fn read_all(config: &MeterConfig, topic: &str) -> Vec<(Option<String>, Vec<u
     }
     assert!(remaining.is_empty(), "timed out reading {topic}: partitions {remaining:?} not read to the end");
     out
+}
+
+/// A `meter` service process that a test kills and restarts at will, like a
+/// supervisor (systemd, Kubernetes) would.
+pub struct Supervised {
+    args: Vec<String>,
+    config_path: PathBuf,
+    child: Option<Child>,
+    pub starts: u32,
+    pub kills: u32,
+}
+
+impl Supervised {
+    pub fn start(env: &TestEnv, args: &[&str]) -> Supervised {
+        let mut s = Supervised {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            config_path: env.config_path.clone(),
+            child: None,
+            starts: 0,
+            kills: 0,
+        };
+        s.ensure_running();
+        s
+    }
+
+    /// Restarts the process if it exited (crashed or stopped).
+    pub fn ensure_running(&mut self) {
+        let exited = match self.child.as_mut() {
+            None => true,
+            Some(child) => child.try_wait().map(|s| s.is_some()).unwrap_or(true),
+        };
+        if exited {
+            let child = Command::new(meter_bin())
+                .arg("--config")
+                .arg(&self.config_path)
+                .args(&self.args)
+                .env("RUST_LOG", "warn")
+                .current_dir(repo_root())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("meter starts");
+            self.child = Some(child);
+            self.starts += 1;
+        }
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            self.kills += 1;
+        }
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a stack.sh subcommand (e.g. `restart-broker`, `stop clickhouse`).
+pub fn stack(args: &[&str]) {
+    let status = Command::new("bash")
+        .arg(repo_root().join("scripts/stack.sh"))
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("bash runs scripts/stack.sh");
+    assert!(status.success(), "scripts/stack.sh {args:?} failed");
+}
+
+/// What a publishing thread needs of a [`TestEnv`].
+pub struct PublishTarget {
+    pub config_path: PathBuf,
+    pub dir: PathBuf,
+}
+
+/// Publishes JSON lines in `chunks` files, one collector process per chunk,
+/// retrying a chunk whose collector failed (the broker may be restarting):
+/// a re-sent chunk is harmless since events count once.
+pub fn publish_in_chunks(env: &PublishTarget, kind: &str, lines: &[String], chunks: usize, pause: Duration) -> u32 {
+    let mut retries = 0;
+    let size = lines.len().div_ceil(chunks.max(1)).max(1);
+    for (i, chunk) in lines.chunks(size).enumerate() {
+        let path = env.dir.join(format!("{kind}-chunk-{i}.jsonl"));
+        std::fs::write(&path, chunk.join("\n") + "\n").expect("write chunk");
+        let mut attempts = 0;
+        loop {
+            let output = Command::new(meter_bin())
+                .arg("--config")
+                .arg(&env.config_path)
+                .args(["collect", "file", "--kind", kind])
+                .arg(&path)
+                .env("RUST_LOG", "error")
+                .current_dir(repo_root())
+                .output()
+                .expect("collector runs");
+            if output.status.success() {
+                break;
+            }
+            attempts += 1;
+            retries += 1;
+            assert!(attempts < 30, "collector kept failing on {}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        std::thread::sleep(pause);
+    }
+    retries
+}
+
+/// Waits until consumer group `group` has committed, on every partition of
+/// `topics`, the end of the partition, and the ends stayed the same between
+/// two looks. Panics after `timeout`.
+pub fn wait_caught_up(config: &MeterConfig, group: &str, topics: &[&str], timeout: Duration) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("probe consumer");
+    let deadline = std::time::Instant::now() + timeout;
+    let mut previous: Option<Vec<(String, i32, i64)>> = None;
+    loop {
+        let mut ends = Vec::new();
+        let mut list = rdkafka::TopicPartitionList::new();
+        for topic in topics {
+            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+            for p in metadata.topics()[0].partitions() {
+                let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).unwrap_or((0, -1));
+                ends.push((topic.to_string(), p.id(), high));
+                list.add_partition(topic, p.id());
+            }
+        }
+        let committed = consumer.committed_offsets(list, Duration::from_secs(10)).ok();
+        let caught_up = committed.as_ref().is_some_and(|c| {
+            ends.iter().all(|(t, p, high)| {
+                *high <= 0
+                    || c.find_partition(t, *p).is_some_and(|e| matches!(e.offset(), rdkafka::Offset::Offset(o) if o >= *high))
+            })
+        });
+        if caught_up && previous.as_ref() == Some(&ends) {
+            return;
+        }
+        previous = Some(ends.clone());
+        assert!(std::time::Instant::now() < deadline, "group {group} did not catch up on {topics:?} in {timeout:?}: ends {ends:?}, committed {committed:?}");
+        std::thread::sleep(Duration::from_millis(1500));
+    }
 }

@@ -366,6 +366,16 @@ impl PartitionState {
         out
     }
 
+    /// Moves the watermark forward to `to` (never back): the idle-partition
+    /// rule, applied by the runner from processing time.
+    pub fn advance_watermark(&mut self, to: DateTime<Utc>) -> bool {
+        if self.watermark.is_some_and(|w| w < to) {
+            self.watermark = Some(to);
+            return true;
+        }
+        false
+    }
+
     pub fn has_pending(&self) -> bool {
         self.aggregates.values().any(|a| a.dirty)
     }

@@ -85,8 +85,20 @@ struct RebalanceWatch {
 impl ClientContext for RebalanceWatch {}
 
 impl ConsumerContext for RebalanceWatch {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let parts: Vec<String> = list.elements().iter().map(|e| format!("{}/{}", e.topic(), e.partition())).collect();
+                tracing::info!(partitions = ?parts, "partitions assigned");
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(list) = rebalance {
+            tracing::info!(count = list.count(), "partitions revoked");
             if let Ok(mut revoked) = self.revoked.lock() {
                 revoked.extend(list.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
             }
@@ -114,6 +126,11 @@ struct Partition {
     state: PartitionState,
     /// Offset already checkpointed and committed.
     saved_offset: i64,
+    last_input: Instant,
+    /// The watermark moved since the last checkpoint (idle rule).
+    watermark_moved: bool,
+    /// Offset last committed to the group by this instance.
+    committed: Option<i64>,
 }
 
 pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetrics, options: RunOptions) -> Result<(), RunError> {
@@ -130,6 +147,7 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
     let mut partitions: HashMap<(String, i32), Partition> = HashMap::new();
     let mut last_flush = Instant::now();
     let mut last_input = Instant::now();
+    let mut stall = StallWatch::new(Duration::from_secs(config.aggregator.stalled_partition_seconds.max(1)));
     tracing::info!(group = %config.aggregator.group_id, ?topics, state_dir = %config.aggregator.state_dir.display(), "aggregator started");
 
     loop {
@@ -161,9 +179,10 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                     let state = store.load(&topic, partition_id)?;
                     tracing::info!(%topic, partition = partition_id, resume_offset = state.next_offset, "partition assigned");
                     let saved_offset = state.next_offset;
-                    partitions.insert(key.clone(), Partition { state, saved_offset });
+                    partitions.insert(key.clone(), Partition { state, saved_offset, last_input: Instant::now(), watermark_moved: false, committed: None });
                 }
                 let Some(partition) = partitions.get_mut(&key) else { continue };
+                partition.last_input = Instant::now();
                 if offset < partition.state.next_offset {
                     continue; // already in the checkpointed state
                 }
@@ -217,6 +236,13 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
             Ok(Err(e)) => tracing::warn!(error = %e, "consumer error; retrying"),
             Err(_elapsed) => {}
         }
+        if stall.due() && tokio::task::block_in_place(|| stall.orphaned_partitions(&consumer, &topics)) {
+            tracing::warn!("rejoining the consumer group so the broker reassigns stalled partitions");
+            flush(config, &book, &settings, &store, &consumer, &producer, &metrics, &mut partitions).await?;
+            partitions.clear();
+            consumer.unsubscribe();
+            consumer.subscribe(&topics)?;
+        }
         if last_flush.elapsed() >= flush_every {
             flush(config, &book, &settings, &store, &consumer, &producer, &metrics, &mut partitions).await?;
             last_flush = Instant::now();
@@ -230,6 +256,78 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                 }
             }
         }
+    }
+}
+
+/// Watches the partitions of the group's topics that this instance does not
+/// own: lag that does not shrink for `threshold` means nobody processes them.
+struct StallWatch {
+    threshold: Duration,
+    last_check: Instant,
+    /// (topic, partition) -> (committed offset, end offset, since when unchanged)
+    seen: HashMap<(String, i32), (i64, i64, Instant)>,
+}
+
+impl StallWatch {
+    fn new(threshold: Duration) -> Self {
+        StallWatch { threshold, last_check: Instant::now(), seen: HashMap::new() }
+    }
+
+    fn due(&mut self) -> bool {
+        if self.last_check.elapsed() >= self.threshold / 2 {
+            self.last_check = Instant::now();
+            return true;
+        }
+        false
+    }
+
+    /// True when some partition not assigned here has had lag and no
+    /// committed progress for the threshold. Blocking: broker round trips.
+    fn orphaned_partitions(&mut self, consumer: &StreamConsumer<RebalanceWatch>, topics: &[&str]) -> bool {
+        let timeout = Duration::from_secs(5);
+        let Ok(assigned) = consumer.assignment() else { return false };
+        let mut list = TopicPartitionList::new();
+        for topic in topics {
+            let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else { return false };
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    if assigned.find_partition(topic, p.id()).is_none() {
+                        list.add_partition(topic, p.id());
+                    }
+                }
+            }
+        }
+        if list.count() == 0 {
+            self.seen.clear();
+            return false;
+        }
+        let Ok(committed) = consumer.committed_offsets(list.clone(), timeout) else { return false };
+        let now = Instant::now();
+        let mut stalled = Vec::new();
+        for element in list.elements() {
+            let (topic, partition) = (element.topic().to_string(), element.partition());
+            let Ok((low, high)) = consumer.fetch_watermarks(&topic, partition, timeout) else { continue };
+            let done = match committed.find_partition(&topic, partition).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => low,
+            };
+            if done >= high {
+                self.seen.remove(&(topic, partition));
+                continue;
+            }
+            let entry = self.seen.entry((topic.clone(), partition)).or_insert((done, high, now));
+            if entry.0 != done {
+                *entry = (done, high, now);
+            } else if now.duration_since(entry.2) >= self.threshold {
+                stalled.push(format!("{topic}/{partition} (committed {done}, end {high})"));
+            }
+        }
+        if stalled.is_empty() {
+            return false;
+        }
+        tracing::warn!(partitions = ?stalled, "partitions with lag and no progress, owned by no live instance");
+        self.seen.clear();
+        true
     }
 }
 
@@ -272,9 +370,25 @@ async fn flush(
     partitions: &mut HashMap<(String, i32), Partition>,
 ) -> Result<(), RunError> {
     let now = Utc::now();
+    let idle = Duration::from_secs(config.aggregator.idle_partition_seconds);
     let mut commits = TopicPartitionList::new();
     for ((topic, partition_id), partition) in partitions.iter_mut() {
-        if partition.state.next_offset == partition.saved_offset && !partition.state.has_pending() {
+        if partition.last_input.elapsed() >= idle {
+            let to = now - chrono::Duration::from_std(idle).unwrap_or_default();
+            if partition.state.advance_watermark(to) {
+                partition.watermark_moved = true;
+                tracing::info!(%topic, partition = partition_id, watermark = %to, "idle partition: watermark moved");
+            }
+        }
+        let unchanged =
+            partition.state.next_offset == partition.saved_offset && !partition.state.has_pending() && !partition.watermark_moved;
+        if unchanged {
+            // A partition taken over at its checkpoint still gets its offset
+            // committed, so the group's lag reflects the checkpoint.
+            if partition.committed != Some(partition.saved_offset) {
+                commits.add_partition_offset(topic, *partition_id, Offset::Offset(partition.saved_offset))?;
+                partition.committed = Some(partition.saved_offset);
+            }
             continue;
         }
         let emissions = partition.state.take_emissions(settings, book, now);
@@ -297,7 +411,9 @@ async fn flush(
         }
         store.save(topic, *partition_id, &partition.state)?;
         partition.saved_offset = partition.state.next_offset;
+        partition.watermark_moved = false;
         commits.add_partition_offset(topic, *partition_id, Offset::Offset(partition.state.next_offset))?;
+        partition.committed = Some(partition.state.next_offset);
         tracing::info!(%topic, partition = partition_id, emitted = emissions.len(), next_offset = partition.state.next_offset,
             open_aggregates = partition.state.aggregates.len(), "flushed");
     }

@@ -275,3 +275,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_idle_partition_closes_its_windows_when_its_watermark_is_moved() {
+    let (s, b) = (settings(), book());
+    let mut state = PartitionState::default();
+    state.apply(0, &task("1", "initech", utc("2024-01-08T10:00:00Z"), 10, TechnicianProfile::Engineer, TicketType::Incident), &s, &b);
+    state.take_emissions(&s, &b, Utc::now());
+    assert!(!state.advance_watermark(utc("2024-01-01T00:00:00Z")), "a watermark never moves back");
+    assert!(state.advance_watermark(utc("2024-01-20T00:00:00Z")));
+    let out = state.take_emissions(&s, &b, Utc::now());
+    assert!(out.iter().any(|a| a.period == Period::Day && a.is_final && a.window_label == "2024-01-08"));
+    assert!(out.iter().any(|a| a.period == Period::Week && a.is_final));
+    assert!(out.iter().all(|a| a.period == Period::Day || a.period == Period::Week), "month and year stay open");
+}

@@ -161,6 +161,14 @@ pub struct AggregatorConfig {
     pub state_dir: PathBuf,
     /// How long an event id is remembered for deduplication.
     pub dedup_horizon_days: u32,
+    /// A partition without input this long has its watermark moved to
+    /// now - this delay, so its windows close even when its tenants go quiet.
+    pub idle_partition_seconds: u64,
+    /// A partition of the group's topics that no instance of this one owns,
+    /// with lag and no committed progress for this long, makes the instance
+    /// leave and rejoin the group: the broker then rebuilds the assignment
+    /// (some brokers keep a dead member's partitions assigned to it).
+    pub stalled_partition_seconds: u64,
 }
 
 impl Default for AggregatorConfig {
@@ -173,6 +181,8 @@ impl Default for AggregatorConfig {
             flush_interval_ms: 1000,
             state_dir: PathBuf::from(".stack/aggregator-state"),
             dedup_horizon_days: 7,
+            idle_partition_seconds: 900,
+            stalled_partition_seconds: 60,
         }
     }
 }
@@ -250,7 +260,12 @@ impl MeterConfig {
         figment = figment.merge(
             Env::prefixed("METER_")
                 .split("__")
-                .filter(|key| SECTIONS.iter().any(|s| key.as_str().split('.').next() == Some(*s))),
+                .filter(|key| {
+                    // Keys arrive as written (METER_KAFKA__BROKERS -> KAFKA.BROKERS).
+                    let section = key.as_str().split('.').next().unwrap_or_default();
+                    SECTIONS.iter().any(|s| section.eq_ignore_ascii_case(s))
+                })
+                .map(|key| key.as_str().to_ascii_lowercase().into()),
         );
         let config: MeterConfig = figment.extract()?;
         config.check()?;
@@ -305,24 +320,47 @@ mod tests {
 
     #[test]
     fn shipped_example_file_equals_the_defaults_plus_its_tenants() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/meter.toml");
-        let loaded = MeterConfig::load(Some(&path)).unwrap();
-        let mut expected = MeterConfig::default();
-        expected.tenants = loaded.tenants.clone();
-        assert_eq!(loaded, expected, "config/meter.toml must document the real defaults");
+        figment::Jail::expect_with(|_| {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/meter.toml");
+            let loaded = MeterConfig::load(Some(&path)).map_err(|e| e.to_string())?;
+            let mut expected = MeterConfig::default();
+            expected.tenants = loaded.tenants.clone();
+            assert_eq!(loaded, expected, "config/meter.toml must document the real defaults");
+            Ok(())
+        });
     }
 
     #[test]
     fn unknown_keys_and_bad_zones_are_refused_with_a_hint() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("m.toml");
-        std::fs::write(&file, "[kafka]\nbroker = 'x'\n").unwrap();
-        let err = MeterConfig::load(Some(&file)).unwrap_err().to_string();
-        assert!(err.contains("broker") && err.contains("config/meter.toml"), "{err}");
-        std::fs::write(&file, "[tenants.acme]\ntime_zone = 'Europe/Pariss'\n").unwrap();
-        let err = MeterConfig::load(Some(&file)).unwrap_err().to_string();
-        assert!(err.contains("Europe/Pariss"), "{err}");
-        assert!(matches!(MeterConfig::load(Some(&dir.path().join("nope.toml"))), Err(ConfigError::Missing { .. })));
+        figment::Jail::expect_with(|jail| {
+            let file = jail.directory().join("m.toml");
+            std::fs::write(&file, "[kafka]\nbroker = 'x'\n").map_err(|e| e.to_string())?;
+            let err = MeterConfig::load(Some(&file)).unwrap_err().to_string();
+            assert!(err.contains("broker") && err.contains("config/meter.toml"), "{err}");
+            std::fs::write(&file, "[tenants.acme]\ntime_zone = 'Europe/Pariss'\n").map_err(|e| e.to_string())?;
+            let err = MeterConfig::load(Some(&file)).unwrap_err().to_string();
+            assert!(err.contains("Europe/Pariss"), "{err}");
+            assert!(matches!(MeterConfig::load(Some(&jail.directory().join("nope.toml"))), Err(ConfigError::Missing { .. })));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_apply_and_unknown_ones_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("METER_KAFKA__BROKERS", "kafka:9092");
+            jail.set_env("METER_CLICKHOUSE__COMPRESSION", "lz4");
+            jail.set_env("METER_PRICE_BOOK", "/etc/meter/price-book.toml");
+            jail.set_env("METER_STACK_DIR", "/tmp/not-a-config-key");
+            let c = MeterConfig::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.kafka.brokers, "kafka:9092");
+            assert_eq!(c.clickhouse.compression, ClickHouseCompression::Lz4);
+            assert_eq!(c.price_book, PathBuf::from("/etc/meter/price-book.toml"));
+            jail.set_env("METER_KAFKA__BROKERX", "typo");
+            let err = MeterConfig::load(None).unwrap_err().to_string();
+            assert!(err.contains("brokerx"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

@@ -23,6 +23,11 @@ pub enum KafkaError {
 fn base_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.brokers);
+    config
+}
+
+/// `kafka.properties` win over the defaults set here.
+fn with_user_properties(mut config: ClientConfig, kafka: &KafkaConfig) -> ClientConfig {
     for (key, value) in &kafka.properties {
         config.set(key, value);
     }
@@ -38,7 +43,7 @@ pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
         .set("enable.idempotence", if kafka.idempotence { "true" } else { "false" })
         .set("linger.ms", "5")
         .set("message.timeout.ms", "120000");
-    config.create().map_err(KafkaError::Client)
+    with_user_properties(config, kafka).create().map_err(KafkaError::Client)
 }
 
 /// A consumer in `group` that never commits on its own: callers commit the
@@ -62,7 +67,7 @@ pub fn consumer_with_context<C: rdkafka::consumer::ConsumerContext + 'static>(
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("partition.assignment.strategy", "range");
-    config.create_with_context(context).map_err(KafkaError::Client)
+    with_user_properties(config, kafka).create_with_context(context).map_err(KafkaError::Client)
 }
 
 /// Publishes one message and waits for the broker's acknowledgement.

@@ -1,0 +1,88 @@
+//! Hot-path benchmark: Avro decode, validation, deduplication, window
+//! assignment (four periods, tenant time zone) and rating, on one core.
+//! Prints events per second. Run: `cargo bench -p aggregator --bench hot_path`.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Instant;
+
+use aggregator::engine::{EngineSettings, Outcome, PartitionState};
+use aggregator::pricing::PriceBook;
+use chrono::{Duration, TimeZone, Utc};
+use meter_model::*;
+
+fn main() {
+    let book = PriceBook::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/price-book.toml")).expect("price book");
+    let settings = EngineSettings {
+        periods: Period::ALL.to_vec(),
+        allowed_lateness: Duration::days(3),
+        dedup_horizon: Duration::days(7),
+        zone_of: Box::new(|_| chrono_tz::Europe::Paris),
+    };
+    let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(200_000);
+    let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    let subsidiaries = ["acme-fr", "acme-de", "acme-it"];
+    let profiles = [TechnicianProfile::Administrator, TechnicianProfile::Engineer, TechnicianProfile::Consultant];
+    let messages: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let at = start + Duration::seconds(i as i64 * 13);
+            let e = TicketTime {
+                header: EventHeader {
+                    event_id: format!("task-{i}"),
+                    source: "glpi".into(),
+                    tenant: "acme".into(),
+                    subsidiary: subsidiaries[i % 3].into(),
+                    domain: "infrastructure".into(),
+                    event_time: at,
+                    ingest_time: at,
+                },
+                ticket_id: format!("T{}", i / 4),
+                task_id: i.to_string(),
+                ticket_type: if i % 3 == 0 { TicketType::Request } else { TicketType::Incident },
+                category_path: vec!["RUN".into(), "MCO".into(), "servers".into()],
+                in_scope: true,
+                requester: format!("user{}", i % 50),
+                technician: format!("tech{}", i % 8),
+                technician_profile: profiles[i % 3],
+                application: None,
+                country: Some("FR".into()),
+                minutes_worked: 1 + (i % 120) as i32,
+                start_time: at - Duration::minutes(5),
+            };
+            EventCodec::encode(&e).expect("encode")
+        })
+        .collect();
+
+    let stage = |name: &str, f: &mut dyn FnMut() -> usize| {
+        let t = Instant::now();
+        let count = f();
+        let secs = t.elapsed().as_secs_f64();
+        println!("{name:<38} {:>12.0} events/s  ({count} events in {secs:.3} s, one core)", count as f64 / secs);
+    };
+
+    stage("decode (Avro single-object)", &mut || {
+        messages.iter().map(|m| black_box(EventCodec::decode_event(EventKind::TicketTime, m).is_ok()) as usize).sum()
+    });
+    let events: Vec<Event> = messages.iter().map(|m| EventCodec::decode_event(EventKind::TicketTime, m).expect("decode")).collect();
+    stage("validate", &mut || events.iter().map(|e| black_box(e.validate().is_ok()) as usize).sum());
+    stage("dedup + window x4 + rate (engine)", &mut || {
+        let mut state = PartitionState::default();
+        let mut counted = 0;
+        for (offset, e) in events.iter().enumerate() {
+            counted += usize::from(state.apply(offset as i64, e, &settings, &book) == Outcome::Counted);
+        }
+        black_box(state.take_emissions(&settings, &book, Utc::now()).len());
+        counted
+    });
+    stage("whole hot path (decode..rate)", &mut || {
+        let mut state = PartitionState::default();
+        let mut counted = 0;
+        for (offset, m) in messages.iter().enumerate() {
+            let e = EventCodec::decode_event(EventKind::TicketTime, m).expect("decode");
+            if e.validate().is_ok() && state.apply(offset as i64, &e, &settings, &book) == Outcome::Counted {
+                counted += 1;
+            }
+        }
+        counted
+    });
+}

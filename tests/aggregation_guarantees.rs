@@ -1,0 +1,235 @@
+//! The aggregator's guarantees on the real broker and ClickHouse: duplicates
+//! and late events, SIGKILL at random moments, a broker restart, a
+//! ClickHouse outage, and two instances sharing the work. Each asserts the
+//! final totals in ClickHouse and on the aggregate topic equal the totals
+//! computed independently from the input, to the cent.
+//!
+//! These tests restart shared servers, so they run one at a time.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Duration as Span, TimeZone, Utc};
+use meter_model::{Aggregate, EventCodec, TicketTime};
+use meter_tests::scenario::{build_input, day_totals, write_lines, DayTotals, Lcg};
+use meter_tests::{publish_in_chunks, stack, wait_caught_up, Supervised, TestEnv};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::{json, Value};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A test environment whose consumers notice a dead member quickly.
+async fn fault_env(label: &str) -> TestEnv {
+    let mut env = TestEnv::new(label).await;
+    env.config.kafka.properties.insert("session.timeout.ms".into(), "6000".into());
+    env.config.kafka.properties.insert("heartbeat.interval.ms".into(), "500".into());
+    env.config.aggregator.stalled_partition_seconds = 10;
+    std::fs::write(&env.config_path, toml::to_string(&env.config).unwrap()).unwrap();
+    env
+}
+
+fn ticket(id: &str, at: DateTime<Utc>, minutes: i64) -> Value {
+    json!({
+        "event_id": id, "source": "glpi-test", "tenant": "initech", "subsidiary": "initech-hq", "domain": "infrastructure",
+        "event_time": at.to_rfc3339(), "ticket_id": format!("T-{id}"), "task_id": id, "ticket_type": "INCIDENT",
+        "category_path": ["RUN", "MCO"], "in_scope": true, "requester": "alice", "technician": "bob",
+        "technician_profile": "ENGINEER", "minutes_worked": minutes, "start_time": (at - Span::minutes(minutes)).to_rfc3339(),
+    })
+}
+
+fn expected_for(tickets: &[&Value]) -> DayTotals {
+    // One aggregate per day here (same subsidiary, domain and dimensions):
+    // cost = round(sum(minutes) x 75 EUR/h / 60), half-even, 2 decimals.
+    let mut per_day: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for t in tickets {
+        let day = t["event_time"].as_str().unwrap()[..10].to_string();
+        let e = per_day.entry(day).or_default();
+        e.0 += t["minutes_worked"].as_i64().unwrap();
+        e.1 += 1;
+    }
+    per_day
+        .into_iter()
+        .map(|(day, (minutes, n))| {
+            let cost = (Decimal::from(minutes) * Decimal::from(75) / Decimal::from(60))
+                .round_dp_with_strategy(2, RoundingStrategy::MidpointNearestEven);
+            (("initech".into(), "initech-hq".into(), "infrastructure".into(), "TICKET_TIME".into(), day), (Decimal::from(minutes), cost, n))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_count_once_and_late_events_revise_or_are_set_aside() {
+    let _serial = serial();
+    let env = TestEnv::new("late").await;
+    let day = |d: u32, h: u32| Utc.with_ymd_and_hms(2024, 1, d, h, 0, 0).unwrap();
+    let first: Vec<Value> = (8..=14).flat_map(|d| [ticket(&format!("a{d}"), day(d, 9), 10 + i64::from(d)), ticket(&format!("b{d}"), day(d, 10), 45)]).collect();
+    // Watermark after the first file: 14 January 10:00.
+    let revising = ticket("late-ok", day(12, 15), 33); // 12 Jan closes on 16 Jan 00:00: still open
+    let too_late = ticket("late-ko", day(9, 15), 50); // 9 Jan closed on 13 Jan 00:00
+    let mut second: Vec<Value> = first[3..8].to_vec(); // a collector sending again
+    second.push(revising.clone());
+    second.push(too_late.clone());
+
+    env.meter(&["migrate"]);
+    write_lines(&env.dir.path().join("first.jsonl"), &first.iter().map(Value::to_string).collect::<Vec<_>>());
+    write_lines(&env.dir.path().join("second.jsonl"), &second.iter().map(Value::to_string).collect::<Vec<_>>());
+    env.meter(&["collect", "file", "--kind", "ticket-time", env.dir.path().join("first.jsonl").to_str().unwrap()]);
+    env.meter(&["aggregate", "--until-idle", "2"]);
+    env.meter(&["collect", "file", "--kind", "ticket-time", env.dir.path().join("second.jsonl").to_str().unwrap()]);
+    env.meter(&["aggregate", "--until-idle", "2"]);
+    env.meter(&["sink", "clickhouse", "--until-idle", "2"]);
+
+    let counted: Vec<&Value> = first.iter().chain([&revising]).collect();
+    let expected = expected_for(&counted);
+    env.assert_clickhouse_day_totals(&expected).await;
+    env.assert_topic_day_totals(&expected);
+
+    // 12 January: emitted once after the first file, then revised with a higher revision.
+    let revisions: Vec<Aggregate> = env
+        .read_topic(&env.config.topics.aggregates)
+        .iter()
+        .map(|(_, p, _)| EventCodec::decode::<Aggregate>(p).unwrap())
+        .filter(|a| a.period == meter_model::Period::Day && a.window_label == "2024-01-12")
+        .collect();
+    assert!(revisions.len() >= 2, "{revisions:?}");
+    assert!(revisions.windows(2).all(|w| w[0].revision < w[1].revision), "revisions increase");
+    assert_eq!(revisions.last().unwrap().quantity, Decimal::from(22 + 45 + 33));
+
+    // The too-late event is on the late-events topic, unchanged, with its reason.
+    let late = env.read_topic(&env.config.topics.late_events);
+    assert_eq!(late.len(), 1, "exactly the one event past the allowed lateness");
+    let (key, payload, headers) = &late[0];
+    let event: TicketTime = EventCodec::decode(payload).unwrap();
+    assert_eq!(event.header.event_id, "late-ko");
+    assert_eq!(key.as_deref(), Some("initech"));
+    assert!(headers.contains(&("meter.reason".to_string(), "window_closed".to_string())), "{headers:?}");
+
+    // Closed windows are marked final in ClickHouse, open ones are not.
+    let finals: Vec<(String, u8)> = env
+        .clickhouse()
+        .query("SELECT toString(window_date), is_final FROM aggregates FINAL WHERE period = 'DAY' ORDER BY window_date")
+        .fetch_all()
+        .await
+        .unwrap();
+    for (day, is_final) in finals {
+        // Watermark 14 Jan 10:00 minus 3 days of lateness: days ending by 11 Jan 10:00 are final.
+        assert_eq!(is_final == 1, day.as_str() <= "2024-01-10", "{day}");
+    }
+}
+
+/// The full three-kind scenario, as lines per kind.
+fn scenario_lines(env: &TestEnv) -> (Vec<(&'static str, Vec<String>)>, DayTotals) {
+    let book = aggregator::pricing::PriceBook::load(&env.config.price_book).unwrap();
+    let input = build_input(&book);
+    let lines = vec![
+        ("ticket-time", input.tickets.iter().map(Value::to_string).collect()),
+        ("check-result", input.checks.iter().map(Value::to_string).collect()),
+        ("vm-usage", input.vms.iter().map(Value::to_string).collect()),
+    ];
+    (lines, day_totals(&input.expected))
+}
+
+fn publisher(env: &TestEnv, lines: Vec<(&'static str, Vec<String>)>, chunks: usize) -> std::thread::JoinHandle<u32> {
+    let config_path = env.config_path.clone();
+    let dir = env.dir.path().to_path_buf();
+    let env_ref = meter_tests::PublishTarget { config_path, dir };
+    std::thread::spawn(move || {
+        let mut retries = 0;
+        for (kind, kind_lines) in &lines {
+            retries += publish_in_chunks(&env_ref, kind, kind_lines, chunks, Duration::from_millis(200));
+        }
+        retries
+    })
+}
+
+fn caught_up(env: &TestEnv) {
+    let t = &env.config.topics;
+    wait_caught_up(&env.config, &env.config.aggregator.group_id, &[&t.ticket_time, &t.check_result, &t.vm_usage], Duration::from_secs(180));
+    wait_caught_up(&env.config, &env.config.sink.group_id, &[&t.aggregates], Duration::from_secs(180));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aggregator_killed_at_random_moments_loses_and_doubles_nothing() {
+    let _serial = serial();
+    let env = fault_env("sigkill").await;
+    env.meter(&["migrate"]);
+    let (lines, expected) = scenario_lines(&env);
+    let publishing = publisher(&env, lines, 12);
+    let mut aggregator = Supervised::start(&env, &["aggregate"]);
+    let mut sink = Supervised::start(&env, &["sink", "clickhouse"]);
+    let mut rng = Lcg(7);
+    while aggregator.kills < 12 || !publishing.is_finished() {
+        std::thread::sleep(Duration::from_millis(300 + rng.next(2500)));
+        aggregator.kill();
+        if aggregator.kills % 4 == 0 {
+            sink.kill(); // the sink is killed too, now and then
+            sink.ensure_running();
+        }
+        aggregator.ensure_running();
+    }
+    publishing.join().unwrap();
+    caught_up(&env);
+    assert!(aggregator.kills >= 10, "{} kills", aggregator.kills);
+    env.assert_clickhouse_day_totals(&expected).await;
+    env.assert_topic_day_totals(&expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_restart_and_a_clickhouse_outage_lose_nothing() {
+    let _serial = serial();
+    let outage = std::env::var("METER_TEST_OUTAGE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20u64);
+    let env = fault_env("outage").await;
+    env.meter(&["migrate"]);
+    let (lines, expected) = scenario_lines(&env);
+    let publishing = publisher(&env, lines, 12);
+    let mut aggregator = Supervised::start(&env, &["aggregate"]);
+    let mut sink = Supervised::start(&env, &["sink", "clickhouse"]);
+    let watch = |a: &mut Supervised, s: &mut Supervised, secs: u64| {
+        for _ in 0..secs * 2 {
+            std::thread::sleep(Duration::from_millis(500));
+            a.ensure_running();
+            s.ensure_running();
+        }
+    };
+    watch(&mut aggregator, &mut sink, 4);
+    stack(&["restart-broker"]);
+    watch(&mut aggregator, &mut sink, 4);
+    stack(&["stop", "clickhouse"]);
+    watch(&mut aggregator, &mut sink, outage);
+    stack(&["start", "clickhouse"]);
+    while !publishing.is_finished() {
+        watch(&mut aggregator, &mut sink, 1);
+    }
+    publishing.join().unwrap();
+    caught_up(&env);
+    env.assert_clickhouse_day_totals(&expected).await;
+    env.assert_topic_day_totals(&expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_aggregators_share_the_work_and_one_dying_changes_nothing() {
+    let _serial = serial();
+    let env = fault_env("scaleout").await;
+    env.meter(&["migrate"]);
+    let (lines, expected) = scenario_lines(&env);
+    let mut first = Supervised::start(&env, &["aggregate"]);
+    let mut second = Supervised::start(&env, &["aggregate"]);
+    let _sink = Supervised::start(&env, &["sink", "clickhouse"]);
+    let publishing = publisher(&env, lines, 12);
+    std::thread::sleep(Duration::from_secs(8));
+    first.kill(); // not restarted: the second instance takes its partitions over
+    while !publishing.is_finished() {
+        std::thread::sleep(Duration::from_millis(500));
+        second.ensure_running();
+    }
+    publishing.join().unwrap();
+    caught_up(&env);
+    assert_eq!(second.starts, 1, "the surviving instance never restarted");
+    env.assert_clickhouse_day_totals(&expected).await;
+    env.assert_topic_day_totals(&expected);
+}
