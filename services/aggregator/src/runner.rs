@@ -47,6 +47,10 @@ pub struct AggregatorMetrics {
     produce_errors: IntCounterVec,
     open_aggregates: IntGauge,
     watermark: IntGaugeVec,
+    /// Business metric: check runs counted, per tenant and status (OK, KO,
+    /// MISSED...). Tenants are a bounded, configured set.
+    tenant_check_runs: IntCounterVec,
+    consumer_lag: IntGaugeVec,
 }
 
 impl AggregatorMetrics {
@@ -72,6 +76,19 @@ impl AggregatorMetrics {
             produce_errors: counter("meter_aggregator_produce_errors_total", "Failed produce attempts to output topics.", &["topic"])?,
             open_aggregates,
             watermark,
+            tenant_check_runs: counter(
+                "meter_tenant_check_runs_total",
+                "Supervision check runs counted, per tenant and status (OK, WARNING, KO, UNKNOWN, MISSED).",
+                &["tenant", "status"],
+            )?,
+            consumer_lag: {
+                let g = IntGaugeVec::new(
+                    Opts::new("meter_aggregator_consumer_lag_messages", "Messages between the partition's end and the next offset to apply."),
+                    &["topic", "partition"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
         })
     }
 }
@@ -217,8 +234,16 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                     partition.state.skip(offset);
                     continue;
                 }
+                // End offset cached by librdkafka from fetch responses: no round trip per message.
+                if let Ok((_, high)) = consumer.get_watermark_offsets(&topic, partition_id) {
+                    metrics.consumer_lag.with_label_values(&[&topic, &partition_id.to_string()]).set((high - offset - 1).max(0));
+                }
                 match partition.state.apply(offset, &event, &settings, &book) {
-                    Outcome::Counted => {}
+                    Outcome::Counted => {
+                        if let meter_model::Event::CheckResult(c) = &event {
+                            metrics.tenant_check_runs.with_label_values(&[&c.header.tenant, c.status.avro_symbol()]).inc();
+                        }
+                    }
                     Outcome::Duplicate => metrics.duplicates.with_label_values(&[kind.slug()]).inc(),
                     Outcome::Late { reason } => {
                         send_late(config, &producer, &topic, partition_id, offset, reason, &event.header().tenant, payload).await?;
