@@ -37,6 +37,9 @@ pub enum RunError {
     Metrics(#[from] prometheus::Error),
 }
 
+/// How often the consumer-lag gauge is refreshed (one request per partition).
+const LAG_EVERY: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct AggregatorMetrics {
     consumed: IntCounterVec,
@@ -164,6 +167,7 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
     let mut partitions: HashMap<(String, i32), Partition> = HashMap::new();
     let mut last_flush = Instant::now();
     let mut last_input = Instant::now();
+    let mut last_lag = Instant::now();
     let mut stall = StallWatch::new(Duration::from_secs(config.aggregator.stalled_partition_seconds.max(1)));
     tracing::info!(group = %config.aggregator.group_id, ?topics, state_dir = %config.aggregator.state_dir.display(), "aggregator started");
 
@@ -234,10 +238,6 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                     partition.state.skip(offset);
                     continue;
                 }
-                // End offset cached by librdkafka from fetch responses: no round trip per message.
-                if let Ok((_, high)) = consumer.get_watermark_offsets(&topic, partition_id) {
-                    metrics.consumer_lag.with_label_values(&[&topic, &partition_id.to_string()]).set((high - offset - 1).max(0));
-                }
                 match partition.state.apply(offset, &event, &settings, &book) {
                     Outcome::Counted => {
                         if let meter_model::Event::CheckResult(c) = &event {
@@ -271,6 +271,17 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
         if last_flush.elapsed() >= flush_every {
             flush(config, &book, &settings, &store, &consumer, &producer, &metrics, &mut partitions).await?;
             last_flush = Instant::now();
+            if last_lag.elapsed() >= LAG_EVERY {
+                last_lag = Instant::now();
+                tokio::task::block_in_place(|| {
+                    for ((topic, partition_id), partition) in &partitions {
+                        if let Ok((_, high)) = consumer.fetch_watermarks(topic, *partition_id, Duration::from_secs(1)) {
+                            let lag = (high - partition.state.next_offset).max(0);
+                            metrics.consumer_lag.with_label_values(&[topic, &partition_id.to_string()]).set(lag);
+                        }
+                    }
+                });
+            }
             if let Some(idle) = options.until_idle {
                 let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
                 if !assigned {
