@@ -109,6 +109,18 @@ async fn duplicates_count_once_and_late_events_revise_or_are_set_aside() {
     assert_eq!(key.as_deref(), Some("initech"));
     assert!(headers.contains(&("meter.reason".to_string(), "window_closed".to_string())), "{headers:?}");
 
+    // Drill-down rows: the duplicate lines collapsed, the too-late event marked as such.
+    let rows: Vec<(String, String)> = env
+        .clickhouse()
+        .query("SELECT event_id, accounting FROM ticket_tasks FINAL ORDER BY event_id")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), first.len() + 2);
+    for (id, accounting) in &rows {
+        assert_eq!(accounting, if id == "late-ko" { "late" } else { "counted" }, "{id}");
+    }
+
     // Closed windows are marked final in ClickHouse, open ones are not.
     let finals: Vec<(String, u8)> = env
         .clickhouse()

@@ -64,6 +64,29 @@ async fn clickhouse_daily_totals_equal_the_totals_computed_from_the_raw_events()
 
     env.assert_clickhouse_day_totals(&expected).await;
     env.assert_topic_day_totals(&expected);
+
+    // Drill-down: the ticket tasks behind the daily ticket totals, once each.
+    let tasks: Vec<(String, String, String, u64, u64)> = env
+        .clickhouse()
+        .query(
+            "SELECT tenant, subsidiary, toString(local_date), count(), sum(minutes_worked) FROM ticket_tasks FINAL \
+             WHERE accounting = 'counted' GROUP BY tenant, subsidiary, local_date",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(tasks.iter().map(|t| t.3).sum::<u64>(), input.tickets.len() as u64, "each task once, duplicates collapsed");
+    for (tenant, subsidiary, day, count, minutes) in &tasks {
+        let (quantity, events) = expected
+            .iter()
+            .filter(|((t, s, _, k, d), _)| t == tenant && s == subsidiary && k == "TICKET_TIME" && d == day)
+            .fold((Decimal::ZERO, 0i64), |acc, (_, v)| (acc.0 + v.0, acc.1 + v.2));
+        assert_eq!((Decimal::from(*minutes), *count as i64), (quantity, events), "drill-down of {tenant}/{subsidiary}/{day}");
+    }
+    let runs: u64 = env.clickhouse().query("SELECT count() FROM check_runs FINAL").fetch_one().await.unwrap();
+    assert_eq!(runs, input.checks.len() as u64);
+    let vm_events: u64 = env.clickhouse().query("SELECT count() FROM vm_usage_events FINAL").fetch_one().await.unwrap();
+    assert_eq!(vm_events, input.vms.len() as u64);
     let grand: Decimal = expected.values().map(|v| v.1).sum();
     assert!(grand > Decimal::from(1000), "a meaningful bill: {grand}");
 

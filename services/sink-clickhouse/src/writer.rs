@@ -16,6 +16,18 @@ use rdkafka::{Offset, TopicPartitionList};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use crate::details::{Accounting, DetailBatch};
+
+fn header(message: &rdkafka::message::BorrowedMessage<'_>, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).to_string())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error(transparent)]
@@ -141,12 +153,50 @@ impl AggregateRow {
     }
 }
 
-async fn insert_batch(client: &clickhouse::Client, table: &str, rows: &[AggregateRow]) -> Result<(), clickhouse::error::Error> {
-    let mut insert = client.insert::<AggregateRow>(table).await?;
+async fn insert_rows<T>(client: &clickhouse::Client, table: &str, rows: &[T]) -> Result<(), clickhouse::error::Error>
+where
+    T: clickhouse::Row + Serialize,
+    for<'a> T: clickhouse::RowWrite<Value<'a> = T>,
+{
+    let mut insert = client.insert::<T>(table).await?;
     for row in rows {
         insert.write(row).await?;
     }
     insert.end().await
+}
+
+/// Inserts `rows` into `table`, retrying with exponential backoff while
+/// ClickHouse fails: the caller's consumer position does not move meanwhile.
+async fn insert_with_retry<T>(client: &clickhouse::Client, table: &str, rows: &mut Vec<T>, metrics: &SinkMetrics, max_backoff: Duration)
+where
+    T: clickhouse::Row + Serialize,
+    for<'a> T: clickhouse::RowWrite<Value<'a> = T>,
+{
+    if rows.is_empty() {
+        return;
+    }
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let timer = metrics.latency.start_timer();
+        match insert_rows(client, table, rows).await {
+            Ok(()) => {
+                timer.observe_duration();
+                metrics.rows.inc_by(rows.len() as u64);
+                metrics.batches.inc();
+                tracing::info!(table, rows = rows.len(), "batch inserted");
+                rows.clear();
+                return;
+            }
+            Err(e) => {
+                timer.stop_and_discard();
+                metrics.errors.inc();
+                tracing::warn!(table, error = %e, retry_in_ms = backoff.as_millis() as u64, rows = rows.len(),
+                    "insert failed; holding position and retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
 }
 
 pub struct SinkOptions {
@@ -157,7 +207,10 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
     let client = crate::client(&config.clickhouse).with_database(&config.clickhouse.database);
     let table = "aggregates";
     let consumer: StreamConsumer = meter_kafka::consumer(&config.kafka, &config.sink.group_id)?;
-    consumer.subscribe(&[config.topics.aggregates.as_str()])?;
+    let t = &config.topics;
+    // Aggregates, and the raw events for the drill-down tables.
+    consumer.subscribe(&[t.aggregates.as_str(), t.ticket_time.as_str(), t.check_result.as_str(), t.vm_usage.as_str(), t.late_events.as_str()])?;
+    let mut details = DetailBatch::default();
     let dead_letters = DeadLetters::new(config)?;
     let flush_every = Duration::from_millis(config.sink.flush_interval_ms.max(10));
     let max_backoff = Duration::from_millis(config.sink.max_backoff_ms.max(100));
@@ -172,7 +225,7 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
             r = tokio::time::timeout(wait, consumer.recv()) => r,
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("interrupted: writing the last batch and stopping");
-                write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut positions, max_backoff).await?;
+                write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut details, &mut positions, max_backoff).await?;
                 return Ok(());
             }
         };
@@ -183,27 +236,42 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
                     batch_started = Instant::now();
                 }
                 let payload = message.payload().unwrap_or_default();
-                let row = EventCodec::decode::<Aggregate>(payload)
-                    .map_err(|e| ("avro_decode", e.to_string()))
-                    .and_then(|a| AggregateRow::from_aggregate(&a).map_err(|e| ("out_of_range", e.to_string())));
-                match row {
-                    Ok(row) => batch.push(row),
-                    Err((kind, error)) => {
-                        dead_letters
-                            .send(&DeadLetter {
-                                component: "sink-clickhouse".into(),
-                                error_kind: kind.into(),
-                                error,
-                                original: payload.to_vec(),
-                                event_kind: None,
-                                source_file: None,
-                                source_line: None,
-                                source_topic: Some(message.topic().into()),
-                                source_partition: Some(message.partition()),
-                                source_offset: Some(message.offset()),
-                                failed_at: meter_model::codec::to_millis(Utc::now()),
-                            })
-                            .await?;
+                let topic = message.topic();
+                if topic == config.topics.aggregates {
+                    let row = EventCodec::decode::<Aggregate>(payload)
+                        .map_err(|e| ("avro_decode", e.to_string()))
+                        .and_then(|a| AggregateRow::from_aggregate(&a).map_err(|e| ("out_of_range", e.to_string())));
+                    match row {
+                        Ok(row) => batch.push(row),
+                        Err((kind, error)) => {
+                            dead_letters
+                                .send(&DeadLetter {
+                                    component: "sink-clickhouse".into(),
+                                    error_kind: kind.into(),
+                                    error,
+                                    original: payload.to_vec(),
+                                    event_kind: None,
+                                    source_file: None,
+                                    source_line: None,
+                                    source_topic: Some(topic.into()),
+                                    source_partition: Some(message.partition()),
+                                    source_offset: Some(message.offset()),
+                                    failed_at: meter_model::codec::to_millis(Utc::now()),
+                                })
+                                .await?;
+                        }
+                    }
+                } else {
+                    // Raw events for drill-down. Undecodable or invalid ones are
+                    // the aggregator's dead letters, not rows.
+                    let (kind, accounting) = if topic == config.topics.late_events {
+                        let source = header(&message, "meter.source_topic").unwrap_or_default();
+                        (meter_kafka::kind_of_topic(&config.topics, &source), Accounting::Late)
+                    } else {
+                        (meter_kafka::kind_of_topic(&config.topics, topic), Accounting::Counted)
+                    };
+                    if let Some(event) = kind.and_then(|k| EventCodec::decode_event(k, payload).ok()).filter(|e| e.validate().is_ok()) {
+                        details.push(&event, config.time_zone_of(&event.header().tenant), accounting);
                     }
                 }
                 positions.insert((message.topic().to_string(), message.partition()), message.offset() + 1);
@@ -211,8 +279,8 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
             Ok(Err(e)) => tracing::warn!(error = %e, "consumer error; retrying"),
             Err(_elapsed) => {}
         }
-        if batch.len() >= config.sink.batch_rows || (!positions.is_empty() && batch_started.elapsed() >= flush_every) {
-            write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut positions, max_backoff).await?;
+        if batch.len() + details.len() >= config.sink.batch_rows || (!positions.is_empty() && batch_started.elapsed() >= flush_every) {
+            write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut details, &mut positions, max_backoff).await?;
             batch_started = Instant::now();
         }
         if let Some(idle) = options.until_idle {
@@ -227,39 +295,21 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_and_commit(
     client: &clickhouse::Client,
     table: &str,
     consumer: &StreamConsumer,
     metrics: &SinkMetrics,
     batch: &mut Vec<AggregateRow>,
+    details: &mut DetailBatch,
     positions: &mut HashMap<(String, i32), i64>,
     max_backoff: Duration,
 ) -> Result<(), SinkError> {
-    if !batch.is_empty() {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let timer = metrics.latency.start_timer();
-            match insert_batch(client, table, batch).await {
-                Ok(()) => {
-                    timer.observe_duration();
-                    metrics.rows.inc_by(batch.len() as u64);
-                    metrics.batches.inc();
-                    tracing::info!(rows = batch.len(), "batch inserted");
-                    break;
-                }
-                Err(e) => {
-                    timer.stop_and_discard();
-                    metrics.errors.inc();
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, rows = batch.len(),
-                        "insert failed; holding position and retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(max_backoff);
-                }
-            }
-        }
-        batch.clear();
-    }
+    insert_with_retry(client, table, batch, metrics, max_backoff).await;
+    insert_with_retry(client, "ticket_tasks", &mut details.tickets, metrics, max_backoff).await;
+    insert_with_retry(client, "check_runs", &mut details.checks, metrics, max_backoff).await;
+    insert_with_retry(client, "vm_usage_events", &mut details.vms, metrics, max_backoff).await;
     if !positions.is_empty() {
         let mut list = TopicPartitionList::new();
         for ((topic, partition), next) in positions.iter() {
