@@ -132,6 +132,27 @@ async fn duplicates_count_once_and_late_events_revise_or_are_set_aside() {
         // Watermark 14 Jan 10:00 minus 3 days of lateness: days ending by 11 Jan 10:00 are final.
         assert_eq!(is_final == 1, day.as_str() <= "2024-01-10", "{day}");
     }
+
+    // Re-rating the period on request counts the too-late event this time,
+    // supersedes the live revisions, and records who asked and why.
+    env.meter(&[
+        "reprocess", "--tenant", "initech", "--from", "2024-01-08", "--to", "2024-01-15",
+        "--requested-by", "billing@example.com", "--reason", "late GLPI export",
+    ]);
+    env.meter(&["sink", "clickhouse", "--until-idle", "2"]);
+    let everything: Vec<&Value> = first.iter().chain([&revising, &too_late]).collect();
+    let rerated = expected_for(&everything);
+    env.assert_clickhouse_day_totals(&rerated).await;
+    env.assert_topic_day_totals(&rerated);
+    let log: Vec<(String, String, String, u64)> = env
+        .clickhouse()
+        .query("SELECT requested_by, reason, tenant, aggregates_emitted FROM reprocess_log")
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].0.as_str(), log[0].1.as_str(), log[0].2.as_str()), ("billing@example.com", "late GLPI export", "initech"));
+    assert!(log[0].3 >= 8, "7 days and the week of 8 January: {}", log[0].3);
 }
 
 /// The full three-kind scenario, as lines per kind.

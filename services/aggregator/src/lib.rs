@@ -8,5 +8,6 @@
 pub mod checkpoint;
 pub mod engine;
 pub mod pricing;
+pub mod reprocess;
 pub mod runner;
 pub mod windows;

@@ -2,6 +2,7 @@
 //! (`collect`, `aggregate`, `sink clickhouse`) runs as its own process.
 
 mod demo;
+mod reprocess_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,6 +50,9 @@ enum Command {
         #[command(subcommand)]
         target: SinkTarget,
     },
+    /// Re-rate a tenant's period from the raw events (late ones included) and
+    /// record who asked and why.
+    Reprocess(reprocess_cmd::ReprocessArgs),
     /// Demo data built from the figures in DOMAIN.md.
     Demo {
         #[command(subcommand)]
@@ -263,6 +267,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             )
             .await?;
         }
+        Command::Reprocess(args) => reprocess_cmd::run(&config, args).await?,
         Command::Demo { action: DemoAction::Generate { out } } => {
             let written = demo::generate(&out)?;
             for (kind, path, lines) in written {

@@ -18,6 +18,8 @@ pub enum KafkaError {
     Publish { topic: String, source: rdkafka::error::KafkaError },
     #[error("encoding: {0}")]
     Codec(#[from] meter_model::CodecError),
+    #[error("reading {topic} to its end timed out (is the broker up?)")]
+    Incomplete { topic: String },
 }
 
 fn base_config(kafka: &KafkaConfig) -> ClientConfig {
@@ -124,4 +126,70 @@ impl DeadLetters {
             source_offset = ?letter.source_offset, "dead-lettered");
         Ok(())
     }
+}
+
+/// One message read back from a topic.
+pub struct StoredMessage {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: Vec<(String, String)>,
+}
+
+/// Reads every partition of `topic` from its start to its end as of now
+/// (for replays and reprocessing; not for live consumption).
+pub fn read_to_end(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Vec<StoredMessage>, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let mut config = base_config(kafka);
+    config
+        .set("group.id", format!("meter-reader-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest");
+    let consumer: BaseConsumer = with_user_properties(config, kafka).create().map_err(KafkaError::Client)?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(KafkaError::Client)?;
+    let mut list = rdkafka::TopicPartitionList::new();
+    let mut remaining = std::collections::HashMap::new();
+    for t in metadata.topics() {
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), timeout).map_err(KafkaError::Client)?;
+            if high > low {
+                list.add_partition_offset(topic, p.id(), rdkafka::Offset::Offset(low)).map_err(KafkaError::Client)?;
+                remaining.insert(p.id(), high);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if remaining.is_empty() {
+        return Ok(out);
+    }
+    consumer.assign(&list).map_err(KafkaError::Client)?;
+    let deadline = std::time::Instant::now() + timeout;
+    while !remaining.is_empty() {
+        if std::time::Instant::now() > deadline {
+            return Err(KafkaError::Incomplete { topic: topic.to_string() });
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).to_string())).collect())
+                    .unwrap_or_default();
+                out.push(StoredMessage {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+                if remaining.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+                    remaining.remove(&m.partition());
+                }
+            }
+            Some(Err(e)) => return Err(KafkaError::Client(e)),
+            None => {}
+        }
+    }
+    Ok(out)
 }

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "aggregates", sql: include_str!("../migrations/0001_aggregates.sql") },
     Migration { version: 2, name: "daily_totals_view", sql: include_str!("../migrations/0002_daily_totals_view.sql") },
     Migration { version: 3, name: "detail_tables", sql: include_str!("../migrations/0003_detail_tables.sql") },
+    Migration { version: 4, name: "reprocess_log", sql: include_str!("../migrations/0004_reprocess_log.sql") },
 ];
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
