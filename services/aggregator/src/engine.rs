@@ -8,6 +8,7 @@
 //! consumers (and ClickHouse's ReplacingMergeTree) absorb.
 
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
@@ -137,7 +138,9 @@ struct Contribution {
     unit: &'static str,
     quantity_divisor: Decimal,
     divisor: Decimal,
-    dimensions: BTreeMap<String, String>,
+    /// Shared by the contributions of one event: cloned only when an
+    /// aggregate is created.
+    dimensions: Rc<BTreeMap<String, String>>,
     base: Decimal,
     cost_numerator: Decimal,
     counts: Counts,
@@ -213,8 +216,7 @@ impl PartitionState {
         let mut out = Vec::new();
         match event {
             Event::TicketTime(t) => {
-                let prices = book.prices_at(&header.tenant, header.event_time).map_err(Outcome::Unrated)?;
-                let rate = prices.ticket_hour.get(&t.technician_profile).copied().unwrap_or_default();
+                let rate = book.ticket_hour(&header.tenant, header.event_time, t.technician_profile).map_err(Outcome::Unrated)?;
                 let minutes = Decimal::from(t.minutes_worked);
                 let counts = Counts {
                     events: 1,
@@ -222,7 +224,7 @@ impl PartitionState {
                     requests: i64::from(t.ticket_type == TicketType::Request),
                     ..Counts::default()
                 };
-                let dims = ticket_dimensions(t);
+                let dims = Rc::new(ticket_dimensions(t));
                 for &period in &settings.periods {
                     out.push(Contribution {
                         period,
@@ -239,11 +241,10 @@ impl PartitionState {
                 }
             }
             Event::CheckResult(c) => {
-                let prices = book.prices_at(&header.tenant, header.event_time).map_err(Outcome::Unrated)?;
                 let price = if c.status == CheckStatus::Missed {
                     Decimal::ZERO // a run not done is not billed
                 } else {
-                    prices.check_run.get(&c.frequency).copied().unwrap_or_default()
+                    book.check_run(&header.tenant, header.event_time, c.frequency).map_err(Outcome::Unrated)?
                 };
                 let counts = Counts {
                     events: 1,
@@ -257,6 +258,7 @@ impl PartitionState {
                 let mut dims = BTreeMap::new();
                 dims.insert("check_name".to_string(), c.check_name.clone());
                 dims.insert("frequency".to_string(), c.frequency.avro_symbol().to_string());
+                let dims = Rc::new(dims);
                 for &period in &settings.periods {
                     out.push(Contribution {
                         period,
@@ -324,7 +326,7 @@ impl PartitionState {
             window_label: c.window.label(),
             metric: c.metric.to_string(),
             unit: c.unit.to_string(),
-            dimensions: c.dimensions.clone(),
+            dimensions: (*c.dimensions).clone(),
             quantity_divisor: c.quantity_divisor,
             divisor: c.divisor,
             base_quantity: Decimal::ZERO,
@@ -482,7 +484,7 @@ fn vm_contributions(
                     unit,
                     quantity_divisor: *divisor,
                     divisor: *divisor,
-                    dimensions: dims,
+                    dimensions: Rc::new(dims),
                     base,
                     cost_numerator: base.checked_mul(*price).ok_or(RatingError::Overflow)?,
                     counts: Counts { events: 1, ..Counts::default() },

@@ -209,6 +209,26 @@ impl PriceBook {
         Ok(prices)
     }
 
+    /// The base period and the tenant's override in force at `at`, without
+    /// copying any price (the hot path rates tickets and checks with these).
+    fn sheets_at(&self, tenant: &str, at: DateTime<Utc>) -> Result<(&PriceSheet, Option<&PriceSheet>), RatingError> {
+        let base = self.periods.iter().rev().find(|p| p.valid_from <= at).ok_or(RatingError::NoPriceAt(at))?;
+        let over = self.overrides.iter().rev().find(|o| o.tenant == tenant && o.valid_from <= at).map(|o| &o.prices);
+        Ok((&base.prices, over))
+    }
+
+    /// Hourly rate of a technician profile for `tenant` at `at`.
+    pub fn ticket_hour(&self, tenant: &str, at: DateTime<Utc>, profile: TechnicianProfile) -> Result<Decimal, RatingError> {
+        let (base, over) = self.sheets_at(tenant, at)?;
+        Ok(over.and_then(|o| o.ticket_hour.get(&profile)).or_else(|| base.ticket_hour.get(&profile)).copied().unwrap_or_default())
+    }
+
+    /// Price of one check run of `frequency` for `tenant` at `at`.
+    pub fn check_run(&self, tenant: &str, at: DateTime<Utc>, frequency: CheckFrequency) -> Result<Decimal, RatingError> {
+        let (base, over) = self.sheets_at(tenant, at)?;
+        Ok(over.and_then(|o| o.check_run.get(&frequency)).or_else(|| base.check_run.get(&frequency)).copied().unwrap_or_default())
+    }
+
     /// Rounds an exact amount by the book's rule.
     pub fn round(&self, exact: Decimal) -> Decimal {
         let strategy = match self.rounding.mode {
@@ -249,6 +269,20 @@ mod tests {
         assert_ne!(globex.ticket_hour[&TechnicianProfile::Engineer], base.ticket_hour[&TechnicianProfile::Engineer]);
         assert_eq!(globex.ticket_hour[&TechnicianProfile::Architect], base.ticket_hour[&TechnicianProfile::Architect]);
         assert_eq!(globex.vcpu_hour, base.vcpu_hour);
+    }
+
+    #[test]
+    fn hot_path_lookups_agree_with_the_full_price_sheet() {
+        let b = book();
+        for tenant in ["globex", "other"] {
+            for instant in ["2024-06-01T00:00:00Z", "2025-06-01T00:00:00Z"].map(at) {
+                let full = b.prices_at(tenant, instant).unwrap();
+                for profile in [TechnicianProfile::Administrator, TechnicianProfile::Engineer, TechnicianProfile::Architect] {
+                    assert_eq!(b.ticket_hour(tenant, instant, profile).unwrap(), full.ticket_hour[&profile]);
+                }
+                assert_eq!(b.check_run(tenant, instant, CheckFrequency::Weekly).unwrap(), full.check_run[&CheckFrequency::Weekly]);
+            }
+        }
     }
 
     #[test]

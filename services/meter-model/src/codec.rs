@@ -125,9 +125,11 @@ impl EventCodec {
         if known.record != T::RECORD {
             return Err(CodecError::WrongRecord { expected: T::RECORD.into(), found: known.record.into() });
         }
-        let reader_schema = T::schema();
+        let (reader_schema, current_header) = &registry.current[T::RECORD];
         let mut datum = &bytes[10..];
-        let value = apache_avro::from_avro_datum(&known.schema, &mut datum, Some(reader_schema))?;
+        // Resolution to the reader schema is only needed for older writers.
+        let resolve_to = (current_header.as_slice() != &bytes[..10]).then_some(reader_schema);
+        let value = apache_avro::from_avro_datum(&known.schema, &mut datum, resolve_to)?;
         if !datum.is_empty() {
             return Err(CodecError::Shape(format!("{} trailing bytes after the datum", datum.len())));
         }
