@@ -215,7 +215,7 @@ async fn aggregator_killed_at_random_moments_loses_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_restart_and_a_clickhouse_outage_lose_nothing() {
     let _serial = serial();
-    let outage = std::env::var("METER_TEST_OUTAGE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20u64);
+    let outage = std::env::var("METER_TEST_OUTAGE_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60u64);
     let env = fault_env("outage").await;
     env.meter(&["migrate"]);
     let (lines, expected) = scenario_lines(&env);

@@ -4,8 +4,8 @@
 //! - acme (Europe/Paris, 8-hour contract days): January 2026 = 27 days of
 //!   ticket time (20 incidents, 7 requests), of which backups 2.18 days and
 //!   Hyper-V servers 2.47 days; January 2025 = 16 days (9 incidents, 8
-//!   requests), backups 0.16 days, Hyper-V 0. Also the logged actions of
-//!   2.75 h, 0.08 h and 1.83 h.
+//!   requests), backups 0.16 days, Hyper-V 0. In February 2026, the logged
+//!   actions of 2.75 h, 0.08 h and 1.83 h.
 //! - acme's scheduled checks in January 2026: daily Office 365 and backup
 //!   jobs, weekly Active Directory, Exchange and firewall; two KO with their
 //!   ticket, one weekly run missed.
@@ -24,8 +24,9 @@ struct Ticket<'a> {
     year: i32,
     incidents: usize,
     requests: usize,
-    /// (category path, minutes) to spread over the month's tickets.
-    work: &'a [(&'a [&'a str], i64)],
+    /// (category path, minutes, tickets): a category's minutes are spread
+    /// over its own tickets (a ticket has one category).
+    work: &'a [(&'a [&'a str], i64, usize)],
 }
 
 fn ticket_lines() -> Vec<Value> {
@@ -35,25 +36,31 @@ fn ticket_lines() -> Vec<Value> {
     let network: &[&str] = &["RUN", "MCO", "network"];
     let months = [
         // 16 days = 7680 min: backups 0.16 day (77 min), no Hyper-V.
-        Ticket { year: 2025, incidents: 9, requests: 8, work: &[(backups, 77), (workstations, 5000), (network, 2603)] },
+        Ticket { year: 2025, incidents: 9, requests: 8, work: &[(backups, 77, 1), (workstations, 5000, 10), (network, 2603, 6)] },
         // 27 days = 12960 min: backups 2.18 days (1046 min), Hyper-V 2.47 days (1186 min).
-        Ticket { year: 2026, incidents: 20, requests: 7, work: &[(backups, 1046), (hyperv, 1186), (workstations, 7000), (network, 3728)] },
+        Ticket {
+            year: 2026,
+            incidents: 20,
+            requests: 7,
+            work: &[(backups, 1046, 2), (hyperv, 1186, 3), (workstations, 7000, 14), (network, 3728, 8)],
+        },
     ];
     let technicians = [("bob", "ENGINEER"), ("carol", "ADMINISTRATOR"), ("dave", "CONSULTANT"), ("erin", "ARCHITECT")];
     let subsidiaries = ["acme-fr", "acme-de"];
     let mut lines = Vec::new();
     let mut task_id = 0u32;
     for month in &months {
-        let tickets = month.incidents + month.requests;
-        let mut ticket = 0usize;
-        for (category, total) in month.work {
-            // Tasks of at most 3 hours, each on the next ticket in turn.
+        debug_assert_eq!(month.work.iter().map(|w| w.2).sum::<usize>(), month.incidents + month.requests);
+        let mut first_ticket = 0usize;
+        for (category, total, count) in month.work {
+            // Tasks of at most 3 hours, each on the category's next ticket in turn.
             let mut left = *total;
+            let mut n = 0usize;
             while left > 0 {
                 let minutes = left.min(180);
                 left -= minutes;
-                let t = ticket % tickets;
-                ticket += 1;
+                let t = first_ticket + n % count;
+                n += 1;
                 task_id += 1;
                 let kind = if t < month.incidents { "INCIDENT" } else { "REQUEST" };
                 // Working days of January, 08:00-18:00 Paris, in order.
@@ -64,12 +71,13 @@ fn ticket_lines() -> Vec<Value> {
                 let (technician, profile) = technicians[task_id as usize % technicians.len()];
                 lines.push((start, task_line(task_id, month.year, t, kind, category, subsidiaries[t % 2], technician, profile, minutes, start)));
             }
+            first_ticket += count;
         }
     }
-    // DOMAIN.md's logged actions: 2.75 h, 0.08 h (a 5-minute answer), 1.83 h.
+    // DOMAIN.md's logged actions, in February: 2.75 h, 0.08 h (a 5-minute answer), 1.83 h.
     for (i, minutes) in [165i64, 5, 110].into_iter().enumerate() {
         task_id += 1;
-        let start = Utc.with_ymd_and_hms(2026, 1, 29, 8 + 3 * i as u32, 0, 0).single().unwrap_or_default();
+        let start = Utc.with_ymd_and_hms(2026, 2, 3, 8 + 3 * i as u32, 0, 0).single().unwrap_or_default();
         lines.push((start, task_line(task_id, 2026, 99, "REQUEST", &["RUN", "support", "software"], "acme-fr", "bob", "ENGINEER", minutes, start)));
     }
     lines.sort_by_key(|(t, _)| *t);

@@ -1,6 +1,7 @@
 //! `meter`: one command, one subcommand per service or tool. Each service
 //! (`collect`, `aggregate`, `sink clickhouse`) runs as its own process.
 
+mod analytics_cmd;
 mod demo;
 mod reprocess_cmd;
 
@@ -53,6 +54,16 @@ enum Command {
     /// Re-rate a tenant's period from the raw events (late ones included) and
     /// record who asked and why.
     Reprocess(reprocess_cmd::ReprocessArgs),
+    /// Contracts: what each tenant bought (days, euros or tickets a year).
+    Contracts {
+        #[command(subcommand)]
+        action: analytics_cmd::ContractsAction,
+    },
+    /// Exports for finance tools.
+    Export {
+        #[command(subcommand)]
+        format: ExportFormat,
+    },
     /// Demo data built from the figures in DOMAIN.md.
     Demo {
         #[command(subcommand)]
@@ -113,6 +124,24 @@ enum CollectSource {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Poll the GLPI REST API for ticket tasks changed since the last run and publish them as ticket time
+    Glpi {
+        /// TOML file with the GLPI settings (url, tokens, source, page_size, state_file,
+        /// mapping_file, server_time_zone; example: services/collector-glpi/glpi.example.toml).
+        #[arg(long)]
+        glpi_config: PathBuf,
+    },
+    /// CSV files of ticket tasks from other ticketing tools, published as ticket time.
+    /// Bad rows are reported with their line number, dead-lettered, and skipped.
+    ///
+    /// Header: ticket_id,task_id,ticket_type,category_path,entity,requester,technician,technician_profile,application,country,start_time,minutes_worked,modified_at
+    Csv {
+        /// The GLPI mapping file (entities, domains, technicians; config/glpi-mapping.example.toml).
+        #[arg(long)]
+        mapping: PathBuf,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -123,6 +152,12 @@ enum SinkTarget {
         #[arg(long, value_name = "SECONDS")]
         until_idle: Option<u64>,
     },
+}
+
+#[derive(Subcommand)]
+enum ExportFormat {
+    /// Daily cost rows of a tenant in the FinOps FOCUS columns, as CSV.
+    Focus(analytics_cmd::FocusArgs),
 }
 
 #[derive(Subcommand)]
@@ -245,6 +280,39 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
         }
+        Command::Collect { source: CollectSource::Glpi { glpi_config } } => {
+            let glpi = collector_glpi::GlpiCollectorConfig::load(&glpi_config)?;
+            let registry = metrics_registry("collector-glpi", &config.collector.metrics_listen).await?;
+            let metrics = collector_file::CollectorMetrics::register(&registry)?;
+            let producer = meter_kafka::producer(&config.kafka)?;
+            let report = collector_glpi::collect_once(&config, &glpi, &producer, &metrics).await.context("collecting from GLPI")?;
+            println!("{report}");
+            for r in report.rejections.iter().take(20) {
+                println!("  task {}: {} ({})", r.task_id.map_or("?".to_string(), |id| id.to_string()), r.reason, r.error);
+            }
+        }
+        Command::Collect { source: CollectSource::Csv { mapping, files } } => {
+            let mapping = collector_glpi::mapping::Mapping::load(&mapping)?;
+            let registry = metrics_registry("collector-csv", &config.collector.metrics_listen).await?;
+            let metrics = collector_file::CollectorMetrics::register(&registry)?;
+            let producer = meter_kafka::producer(&config.kafka)?;
+            for file in &files {
+                let report = collector_glpi::publish_csv(&config, &producer, &metrics, &mapping, file)
+                    .await
+                    .with_context(|| format!("collecting {}", file.display()))?;
+                println!(
+                    "{}: {} rows read, {} published, {} skipped, {} rejected",
+                    file.display(),
+                    report.rows,
+                    report.published,
+                    report.skipped,
+                    report.rejections.len()
+                );
+                for r in report.rejections.iter().take(20) {
+                    println!("  line {}: {} ({})", r.line, r.reason, r.error);
+                }
+            }
+        }
         Command::Aggregate { until_idle } => {
             let registry = metrics_registry("aggregator", &config.aggregator.metrics_listen).await?;
             let metrics = aggregator::runner::AggregatorMetrics::register(&registry)?;
@@ -268,6 +336,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .await?;
         }
         Command::Reprocess(args) => reprocess_cmd::run(&config, args).await?,
+        Command::Contracts { action } => analytics_cmd::contracts(&config, action).await?,
+        Command::Export { format: ExportFormat::Focus(args) } => analytics_cmd::export_focus(&config, args).await?,
         Command::Demo { action: DemoAction::Generate { out } } => {
             let written = demo::generate(&out)?;
             for (kind, path, lines) in written {

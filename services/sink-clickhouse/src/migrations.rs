@@ -24,6 +24,8 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "daily_totals_view", sql: include_str!("../migrations/0002_daily_totals_view.sql") },
     Migration { version: 3, name: "detail_tables", sql: include_str!("../migrations/0003_detail_tables.sql") },
     Migration { version: 4, name: "reprocess_log", sql: include_str!("../migrations/0004_reprocess_log.sql") },
+    Migration { version: 5, name: "contracts", sql: include_str!("../migrations/0005_contracts.sql") },
+    Migration { version: 6, name: "analyst_views", sql: include_str!("../migrations/0006_analyst_views.sql") },
 ];
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
