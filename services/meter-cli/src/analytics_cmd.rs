@@ -14,6 +14,20 @@ pub enum ContractsAction {
     Load { file: PathBuf },
 }
 
+#[derive(Subcommand)]
+pub enum TenantsAction {
+    /// Create the tenant's own database (fed from the shared tables, with the
+    /// analyst views) and its read-only ClickHouse user. Idempotent.
+    Provision {
+        /// Tenant id; repeat it, or omit it to provision every tenant in [tenants] of the config.
+        #[arg(long)]
+        tenant: Vec<String>,
+        /// Password of the tenant user (default: a random one, printed once).
+        #[arg(long, env = "METER_TENANT_PASSWORD")]
+        password: Option<String>,
+    },
+}
+
 #[derive(Args)]
 pub struct FocusArgs {
     /// The tenant (billing account) exported.
@@ -37,6 +51,40 @@ pub async fn contracts(config: &MeterConfig, action: ContractsAction) -> Result<
             let client = sink_clickhouse::client(&config.clickhouse).with_database(&config.clickhouse.database);
             let n = sink_clickhouse::contracts::store(&client, &contracts).await?;
             println!("{n} contracts loaded from {}", file.display());
+        }
+    }
+    Ok(())
+}
+
+pub async fn tenants(config: &MeterConfig, action: TenantsAction) -> Result<()> {
+    match action {
+        TenantsAction::Provision { tenant, password } => {
+            let tenants: Vec<String> = if tenant.is_empty() { config.tenants.keys().cloned().collect() } else { tenant };
+            anyhow::ensure!(!tenants.is_empty(), "no tenant given: pass --tenant ID or list tenants under [tenants] in the config");
+            let client = sink_clickhouse::client(&config.clickhouse);
+            for t in tenants {
+                let (password, generated) = match &password {
+                    Some(p) => (p.clone(), false),
+                    None => {
+                        let mut bytes = [0u8; 18];
+                        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no random source: {e}"))?;
+                        (hex::encode(bytes), true)
+                    }
+                };
+                let (db, user) = sink_clickhouse::tenants::provision(
+                    &client,
+                    &config.clickhouse.database,
+                    &t,
+                    &password,
+                    &config.clickhouse.users_d_dir,
+                )
+                .await?;
+                if generated {
+                    println!("{t}: database {db}, read-only user {user}, password {password} (shown once)");
+                } else {
+                    println!("{t}: database {db}, read-only user {user}");
+                }
+            }
         }
     }
     Ok(())

@@ -2,6 +2,7 @@
 //! (`collect`, `aggregate`, `sink clickhouse`) runs as its own process.
 
 mod analytics_cmd;
+mod bench_cmd;
 mod demo;
 mod reprocess_cmd;
 
@@ -58,6 +59,16 @@ enum Command {
     Contracts {
         #[command(subcommand)]
         action: analytics_cmd::ContractsAction,
+    },
+    /// Tenants: their own ClickHouse database and read-only user for BI tools.
+    Tenants {
+        #[command(subcommand)]
+        action: analytics_cmd::TenantsAction,
+    },
+    /// Benchmarks against the real servers.
+    Bench {
+        #[command(subcommand)]
+        target: BenchTarget,
     },
     /// Exports for finance tools.
     Export {
@@ -152,6 +163,12 @@ enum SinkTarget {
         #[arg(long, value_name = "SECONDS")]
         until_idle: Option<u64>,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchTarget {
+    /// Load years of aggregates for many tenants into a separate database and time the analyst views.
+    Clickhouse(bench_cmd::BenchArgs),
 }
 
 #[derive(Subcommand)]
@@ -337,6 +354,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Reprocess(args) => reprocess_cmd::run(&config, args).await?,
         Command::Contracts { action } => analytics_cmd::contracts(&config, action).await?,
+        Command::Tenants { action } => analytics_cmd::tenants(&config, action).await?,
+        Command::Bench { target: BenchTarget::Clickhouse(args) } => bench_cmd::run(&config, args).await?,
         Command::Export { format: ExportFormat::Focus(args) } => analytics_cmd::export_focus(&config, args).await?,
         Command::Demo { action: DemoAction::Generate { out } } => {
             let written = demo::generate(&out)?;

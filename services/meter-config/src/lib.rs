@@ -117,6 +117,9 @@ pub struct ClickHouseConfig {
     pub validation: bool,
     /// HTTP compression: "none" or "lz4" (18.x returns empty results with lz4).
     pub compression: ClickHouseCompression,
+    /// Folder of the server's `users.d`, where `meter tenants provision`
+    /// writes each tenant's read-only user.
+    pub users_d_dir: PathBuf,
 }
 
 impl Default for ClickHouseConfig {
@@ -128,6 +131,7 @@ impl Default for ClickHouseConfig {
             password: String::new(),
             validation: false,
             compression: ClickHouseCompression::None,
+            users_d_dir: PathBuf::from(".stack/clickhouse/users.d"),
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod contracts;
 pub mod details;
 pub mod migrations;
+pub mod tenants;
 pub mod writer;
 
 use meter_config::{ClickHouseCompression, ClickHouseConfig};
