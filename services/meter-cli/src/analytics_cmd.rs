@@ -1,11 +1,13 @@
 //! Analyst-facing commands: loading contracts, and the FOCUS cost export.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use chrono::NaiveDate;
-use clap::{Args, Subcommand};
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Subcommand, ValueEnum};
 use meter_config::MeterConfig;
+use rust_decimal::Decimal;
 use serde::Deserialize;
 
 #[derive(Subcommand)]
@@ -39,9 +41,34 @@ pub struct FocusArgs {
     /// First local day NOT exported.
     #[arg(long)]
     to: NaiveDate,
-    /// Output file (CSV).
+    /// Output file.
     #[arg(long)]
     out: PathBuf,
+    /// Output format (default: parquet if --out ends in .parquet, else csv).
+    #[arg(long, value_enum)]
+    format: Option<FocusFormat>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FocusFormat {
+    Csv,
+    Parquet,
+}
+
+impl FocusFormat {
+    fn of_path(path: &Path) -> Self {
+        match path.extension() {
+            Some(ext) if ext.eq_ignore_ascii_case("parquet") => FocusFormat::Parquet,
+            _ => FocusFormat::Csv,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FocusFormat::Csv => "CSV",
+            FocusFormat::Parquet => "Parquet",
+        }
+    }
 }
 
 pub async fn contracts(config: &MeterConfig, action: ContractsAction) -> Result<()> {
@@ -90,14 +117,50 @@ pub async fn tenants(config: &MeterConfig, action: TenantsAction) -> Result<()> 
     Ok(())
 }
 
+/// How a FOCUS column is typed in Parquet (in CSV every cell is text).
+#[derive(Clone, Copy)]
+enum ColumnType {
+    Text,
+    /// Decimal128(38, 6), exact: money and quantities.
+    Decimal,
+    /// Timestamp(Millisecond, UTC); `YYYY-MM-DDTHH:MM:SSZ` in CSV.
+    Timestamp,
+}
+
 /// FOCUS (FinOps Open Cost and Usage Specification) columns, one row per
-/// daily aggregate; `x_` columns are this pipeline's extras.
-const FOCUS_HEADER: [&str; 24] = [
-    "BillingAccountId", "BillingAccountName", "SubAccountId", "SubAccountName", "BillingPeriodStart", "BillingPeriodEnd",
-    "ChargePeriodStart", "ChargePeriodEnd", "ChargeCategory", "ChargeDescription", "ServiceCategory", "ServiceName",
-    "BilledCost", "EffectiveCost", "BillingCurrency", "ConsumedQuantity", "ConsumedUnit", "PricingQuantity", "PricingUnit",
-    "Tags", "x_Domain", "x_Metric", "x_PriceBookVersion", "x_AggregateId",
-];
+/// daily aggregate; `x_` columns are this pipeline's extras. The one column
+/// list of both formats: `focus_row` gives the cells in this order.
+const FOCUS_COLUMNS: [(&str, ColumnType); 24] = {
+    use ColumnType::{Decimal as D, Text as T, Timestamp as Ts};
+    [
+        ("BillingAccountId", T), ("BillingAccountName", T), ("SubAccountId", T), ("SubAccountName", T),
+        ("BillingPeriodStart", T), ("BillingPeriodEnd", T), ("ChargePeriodStart", Ts), ("ChargePeriodEnd", Ts),
+        ("ChargeCategory", T), ("ChargeDescription", T), ("ServiceCategory", T), ("ServiceName", T),
+        ("BilledCost", D), ("EffectiveCost", D), ("BillingCurrency", T), ("ConsumedQuantity", D), ("ConsumedUnit", T),
+        ("PricingQuantity", D), ("PricingUnit", T), ("Tags", T), ("x_Domain", T), ("x_Metric", T),
+        ("x_PriceBookVersion", T), ("x_AggregateId", T),
+    ]
+};
+
+/// Scale of the Decimal128 columns (that of the ClickHouse aggregates).
+const FOCUS_SCALE: u32 = 6;
+
+enum Cell {
+    Text(String),
+    Decimal(Decimal),
+    Timestamp(DateTime<Utc>),
+}
+
+impl Cell {
+    fn to_csv(&self) -> String {
+        match self {
+            Cell::Text(s) => s.clone(),
+            // No trailing zeros: 12.5, 0.
+            Cell::Decimal(d) => d.normalize().to_string(),
+            Cell::Timestamp(t) => t.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        }
+    }
+}
 
 #[derive(clickhouse::Row, Deserialize)]
 struct FocusSource {
@@ -131,9 +194,114 @@ fn service_of(kind: &str, metric: &str) -> (&'static str, &'static str) {
     }
 }
 
+/// The cells of one FOCUS row, in the order of `FOCUS_COLUMNS`.
+fn focus_row(r: &FocusSource) -> Result<[Cell; 24]> {
+    let (category, service) = service_of(&r.kind, &r.metric);
+    let tags: serde_json::Map<String, serde_json::Value> = r
+        .dimension_keys
+        .iter()
+        .zip(&r.dimension_values)
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let decimal = |s: &str| -> Result<Decimal> {
+        let d: Decimal = s.parse().with_context(|| format!("aggregate {}: bad decimal {s:?}", r.aggregate_id))?;
+        anyhow::ensure!(d.scale() <= FOCUS_SCALE, "aggregate {}: {s} has more than {FOCUS_SCALE} decimals", r.aggregate_id);
+        Ok(d)
+    };
+    let time = |s: &str| -> Result<DateTime<Utc>> {
+        s.parse().with_context(|| format!("aggregate {}: bad time {s:?}", r.aggregate_id))
+    };
+    let (quantity, cost) = (decimal(&r.quantity)?, decimal(&r.cost)?);
+    let text = |s: &str| Cell::Text(s.to_string());
+    Ok([
+        text(&r.tenant),
+        text(&r.tenant),
+        text(&r.subsidiary),
+        text(&r.subsidiary),
+        text(&r.month_start),
+        text(&r.month_end),
+        Cell::Timestamp(time(&r.window_start)?),
+        Cell::Timestamp(time(&r.window_end)?),
+        text("Usage"),
+        Cell::Text(format!("{} {} ({})", r.metric, r.unit, r.domain)),
+        text(category),
+        text(service),
+        Cell::Decimal(cost),
+        Cell::Decimal(cost),
+        text(&r.currency),
+        Cell::Decimal(quantity),
+        text(&r.unit),
+        Cell::Decimal(quantity),
+        text(&r.unit),
+        Cell::Text(serde_json::Value::Object(tags).to_string()),
+        text(&r.domain),
+        text(&r.metric),
+        text(&r.price_book_version),
+        text(&r.aggregate_id),
+    ])
+}
+
+fn write_csv(path: &Path, rows: &[[Cell; 24]]) -> Result<()> {
+    let mut out = csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+    out.write_record(FOCUS_COLUMNS.iter().map(|(name, _)| *name))?;
+    for row in rows {
+        out.write_record(row.iter().map(Cell::to_csv))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn write_parquet(path: &Path, rows: &[[Cell; 24]]) -> Result<()> {
+    use arrow_array::{ArrayRef, Decimal128Array, RecordBatch, StringArray, TimestampMillisecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+    use parquet::arrow::ArrowWriter;
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterProperties;
+
+    let scale = i8::try_from(FOCUS_SCALE).expect("scale fits i8");
+    let data_type = |ty: ColumnType| match ty {
+        ColumnType::Text => DataType::Utf8,
+        ColumnType::Decimal => DataType::Decimal128(38, scale),
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+    };
+    let schema = Arc::new(Schema::new(
+        FOCUS_COLUMNS.iter().map(|(name, ty)| Field::new(*name, data_type(*ty), false)).collect::<Vec<_>>(),
+    ));
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(FOCUS_COLUMNS.len());
+    for (i, (name, ty)) in FOCUS_COLUMNS.iter().enumerate() {
+        let mismatch = || anyhow::anyhow!("FOCUS column {name}: cell of the wrong type");
+        columns.push(match ty {
+            ColumnType::Text => {
+                let v = rows.iter().map(|r| match &r[i] { Cell::Text(s) => Ok(s.as_str()), _ => Err(mismatch()) });
+                Arc::new(StringArray::from(v.collect::<Result<Vec<_>>>()?))
+            }
+            ColumnType::Decimal => {
+                // Exact: the unscaled value at scale 6 (scale checked <= 6 in focus_row).
+                let v = rows.iter().map(|r| match &r[i] {
+                    Cell::Decimal(d) => Ok(d.mantissa() * 10i128.pow(FOCUS_SCALE - d.scale())),
+                    _ => Err(mismatch()),
+                });
+                Arc::new(Decimal128Array::from(v.collect::<Result<Vec<_>>>()?).with_precision_and_scale(38, scale)?)
+            }
+            ColumnType::Timestamp => {
+                let v = rows.iter().map(|r| match &r[i] { Cell::Timestamp(t) => Ok(t.timestamp_millis()), _ => Err(mismatch()) });
+                Arc::new(TimestampMillisecondArray::from(v.collect::<Result<Vec<_>>>()?).with_timezone("UTC"))
+            }
+        });
+    }
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+    let mut writer = ArrowWriter::try_new(file, schema, Some(props))?;
+    writer.write(&batch)?;
+    writer.close()?;
+    Ok(())
+}
+
 pub async fn export_focus(config: &MeterConfig, args: FocusArgs) -> Result<()> {
+    let format = args.format.unwrap_or_else(|| FocusFormat::of_path(&args.out));
     let client = sink_clickhouse::client(&config.clickhouse).with_database(&config.clickhouse.database);
-    let rows: Vec<FocusSource> = client
+    let sources: Vec<FocusSource> = client
         .query(
             "SELECT tenant, subsidiary, domain, kind, metric, unit, \
                     formatDateTime(window_start, '%Y-%m-%dT%H:%M:%SZ', 'UTC'), formatDateTime(window_end, '%Y-%m-%dT%H:%M:%SZ', 'UTC'), \
@@ -149,46 +317,19 @@ pub async fn export_focus(config: &MeterConfig, args: FocusArgs) -> Result<()> {
         .fetch_all()
         .await
         .context("reading daily aggregates")?;
-    let mut out = csv::Writer::from_path(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    out.write_record(FOCUS_HEADER)?;
-    for r in &rows {
-        let (category, service) = service_of(&r.kind, &r.metric);
-        let tags: serde_json::Map<String, serde_json::Value> = r
-            .dimension_keys
-            .iter()
-            .zip(&r.dimension_values)
-            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-            .collect();
-        let quantity = r.quantity.trim_end_matches('0').trim_end_matches('.');
-        let cost = r.cost.trim_end_matches('0').trim_end_matches('.');
-        out.write_record([
-            r.tenant.as_str(),
-            r.tenant.as_str(),
-            r.subsidiary.as_str(),
-            r.subsidiary.as_str(),
-            r.month_start.as_str(),
-            r.month_end.as_str(),
-            r.window_start.as_str(),
-            r.window_end.as_str(),
-            "Usage",
-            &format!("{} {} ({})", r.metric, r.unit, r.domain),
-            category,
-            service,
-            if cost.is_empty() { "0" } else { cost },
-            if cost.is_empty() { "0" } else { cost },
-            r.currency.as_str(),
-            if quantity.is_empty() { "0" } else { quantity },
-            r.unit.as_str(),
-            if quantity.is_empty() { "0" } else { quantity },
-            r.unit.as_str(),
-            &serde_json::Value::Object(tags).to_string(),
-            r.domain.as_str(),
-            r.metric.as_str(),
-            r.price_book_version.as_str(),
-            r.aggregate_id.as_str(),
-        ])?;
+    let rows = sources.iter().map(focus_row).collect::<Result<Vec<_>>>()?;
+    match format {
+        FocusFormat::Csv => write_csv(&args.out, &rows)?,
+        FocusFormat::Parquet => write_parquet(&args.out, &rows)?,
     }
-    out.flush()?;
-    println!("{} FOCUS rows for {} [{}, {}) written to {}", rows.len(), args.tenant, args.from, args.to, args.out.display());
+    println!(
+        "{} FOCUS rows for {} [{}, {}) written to {} ({})",
+        rows.len(),
+        args.tenant,
+        args.from,
+        args.to,
+        args.out.display(),
+        format.name()
+    );
     Ok(())
 }

@@ -52,6 +52,33 @@ enum Command {
         #[command(subcommand)]
         target: SinkTarget,
     },
+    /// The HTTP ingest API: collectors POST CloudEvents 1.0 (one event or a batch) to /v1/events
+    /// with a bearer token; every event is checked before any is published, and the answer comes
+    /// once the broker acknowledged them all. /metrics on the settings' metrics_listen.
+    IngestApi {
+        /// TOML file with the API settings (listen, metrics_listen, limits, collector tokens and
+        /// tenants; example: services/ingest-api/ingest-api.example.toml). Kafka settings come from --config.
+        #[arg(long)]
+        api_config: PathBuf,
+    },
+    /// Replay (backfill) history from JSON-lines files at a bounded rate: bad lines are
+    /// dead-lettered, an event repeated in the files is sent once; prints a summary.
+    Replay {
+        /// The kind of event in the files.
+        #[arg(long, value_enum)]
+        kind: KindArg,
+        /// Events sent per second at most.
+        #[arg(long, value_name = "EVENTS_PER_SEC")]
+        rate: std::num::NonZeroU32,
+        /// Show a progress bar (default: when stderr is a terminal).
+        #[arg(long)]
+        progress: bool,
+        /// Exit with status 2 when any line was rejected.
+        #[arg(long)]
+        strict: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Re-rate a tenant's period from the raw events (late ones included) and
     /// record who asked and why.
     Reprocess(reprocess_cmd::ReprocessArgs),
@@ -141,6 +168,21 @@ enum CollectSource {
         /// mapping_file, server_time_zone; example: services/collector-glpi/glpi.example.toml).
         #[arg(long)]
         glpi_config: PathBuf,
+    },
+    /// Receive supervision check results (Icinga 2 process-check-result, Nagios NRDP, the Icinga 2
+    /// event stream) and publish them as check results; publish MISSED runs of the scheduled checks.
+    /// Runs until Ctrl-C, or with --once-missed evaluates the schedule once and exits (cron, tests).
+    Supervision {
+        /// TOML file with the settings, tokens, host/check mapping and schedule
+        /// (example with every key: config/supervision.example.toml).
+        #[arg(long)]
+        supervision_config: PathBuf,
+        /// Only publish the runs missed with a deadline in the lookback window, then exit.
+        #[arg(long)]
+        once_missed: bool,
+        /// With --once-missed: the instant to evaluate at (RFC 3339). Default: now.
+        #[arg(long, value_name = "RFC3339", requires = "once_missed")]
+        now: Option<chrono::DateTime<chrono::Utc>>,
     },
     /// CSV files of ticket tasks from other ticketing tools, published as ticket time.
     /// Bad rows are reported with their line number, dead-lettered, and skipped.
@@ -308,6 +350,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 println!("  task {}: {} ({})", r.task_id.map_or("?".to_string(), |id| id.to_string()), r.reason, r.error);
             }
         }
+        Command::Collect { source: CollectSource::Supervision { supervision_config, once_missed, now } } => {
+            let settings = collector_supervision::Settings::load(&supervision_config, &config)?;
+            let registry = metrics_registry("collector-supervision", &config.collector.metrics_listen).await?;
+            let metrics = collector_file::CollectorMetrics::register(&registry)?;
+            if once_missed {
+                let now = now.unwrap_or_else(chrono::Utc::now);
+                let report = collector_supervision::publish_missed_once(&config, &settings, &metrics, now).await?;
+                println!("{report}");
+            } else {
+                collector_supervision::run(&config, settings, metrics).await?;
+            }
+        }
         Command::Collect { source: CollectSource::Csv { mapping, files } } => {
             let mapping = collector_glpi::mapping::Mapping::load(&mapping)?;
             let registry = metrics_registry("collector-csv", &config.collector.metrics_listen).await?;
@@ -351,6 +405,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 sink_clickhouse::writer::SinkOptions { until_idle: until_idle.map(Duration::from_secs) },
             )
             .await?;
+        }
+        Command::IngestApi { api_config } => ingest_api::run_service(&config, &api_config).await?,
+        Command::Replay { kind, rate, progress, strict, files } => {
+            let options = ingest_api::ReplayOptions {
+                show_progress: progress || std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                ..ingest_api::ReplayOptions::new(rate)
+            };
+            let summary = ingest_api::run_replay(&config, kind.into(), &files, &options).await?;
+            if strict && !summary.rejections.is_empty() {
+                return Ok(ExitCode::from(2));
+            }
         }
         Command::Reprocess(args) => reprocess_cmd::run(&config, args).await?,
         Command::Contracts { action } => analytics_cmd::contracts(&config, action).await?,

@@ -1,0 +1,303 @@
+//! `meter replay`: sends history (for example a year of it) from JSON-lines
+//! files of one kind at a bounded rate, so that a backfill does not starve
+//! the live traffic of the broker and the aggregator.
+//!
+//! - Lines are read and checked as the file collector does
+//!   ([`collector_file::parse_line`]); a bad line is reported with its file
+//!   and number, dead-lettered with its original bytes (component
+//!   `replay`), counted by reason, and skipped.
+//! - An event whose `(source, event_id)` was already sent by this run (the
+//!   same event twice in the files) is sent once and counted as a duplicate.
+//!   The run remembers 16 bytes per distinct event (a SHA-256 prefix).
+//! - Events are published in file order, keyed by tenant, at most `rate` a
+//!   second (a GCRA limiter, `governor`, allowing bursts of a tenth of a
+//!   second); the run ends once the broker has acknowledged every one.
+//! - The aggregator treats replayed events like any other: an event older
+//!   than the allowed lateness behind its partition's watermark goes to the
+//!   late-events topic, and `meter reprocess` re-rates those periods.
+//!   Replaying into a pipeline whose watermark is still behind the history
+//!   (a new deployment) counts everything directly.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::io::{BufRead, BufReader};
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use collector_file::{parse_line, CollectError, CollectorMetrics};
+use futures::stream::{FuturesUnordered, StreamExt};
+use governor::{Quota, RateLimiter};
+use indicatif::{ProgressBar, ProgressStyle};
+use meter_config::MeterConfig;
+use meter_kafka::{event_key, event_topic, DeadLetters, KafkaError};
+use meter_model::codec::to_millis;
+use meter_model::{DeadLetter, EventCodec, EventKind};
+use rdkafka::producer::FutureProducer;
+use sha2::{Digest, Sha256};
+
+/// The dead-letter component of replayed lines.
+pub const COMPONENT: &str = "replay";
+/// `source` label of `meter_collector_last_success_timestamp_seconds`.
+pub const METRIC_SOURCE: &str = "replay";
+
+/// Options of one run.
+pub struct ReplayOptions {
+    /// Events sent per second at most.
+    pub rate: NonZeroU32,
+    pub show_progress: bool,
+    /// Publishes waiting for their acknowledgement at once.
+    pub max_in_flight: usize,
+}
+
+impl ReplayOptions {
+    pub fn new(rate: NonZeroU32) -> Self {
+        ReplayOptions { rate, show_progress: false, max_in_flight: 10_000 }
+    }
+}
+
+/// A line that was not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayRejection {
+    pub file: String,
+    pub line: u64,
+    pub reason: &'static str,
+    pub error: String,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplaySummary {
+    pub files: usize,
+    /// Non-empty lines read.
+    pub lines_read: u64,
+    /// Events acknowledged by the broker.
+    pub sent: u64,
+    /// Valid lines whose `(source, event_id)` had been sent already.
+    pub duplicates: u64,
+    pub rejections: Vec<ReplayRejection>,
+    pub elapsed: Duration,
+}
+
+impl ReplaySummary {
+    pub fn rejected_by_reason(&self) -> BTreeMap<&'static str, u64> {
+        let mut by = BTreeMap::new();
+        for r in &self.rejections {
+            *by.entry(r.reason).or_default() += 1;
+        }
+        by
+    }
+}
+
+impl fmt::Display for ReplaySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.elapsed.as_secs_f64();
+        write!(
+            f,
+            "{} lines read in {} files: {} sent, {} duplicates (sent once), {} rejected",
+            self.lines_read,
+            self.files,
+            self.sent,
+            self.duplicates,
+            self.rejections.len()
+        )?;
+        let by = self.rejected_by_reason();
+        if !by.is_empty() {
+            let parts: Vec<String> = by.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        write!(f, "; {seconds:.1} s")?;
+        if seconds > 0.0 {
+            write!(f, " ({:.0} events/s)", self.sent as f64 / seconds)?;
+        }
+        Ok(())
+    }
+}
+
+fn identity(source: &str, event_id: &str) -> [u8; 16] {
+    let mut hasher = Sha256::new();
+    hasher.update((source.len() as u64).to_le_bytes());
+    hasher.update(source.as_bytes());
+    hasher.update(event_id.as_bytes());
+    let digest = hasher.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
+/// The largest burst the limiter allows: a tenth of a second of events.
+pub fn burst(rate: NonZeroU32) -> NonZeroU32 {
+    NonZeroU32::new(rate.get() / 10).unwrap_or(NonZeroU32::MIN)
+}
+
+/// Replays `files` (events of `kind`, one JSON object a line).
+pub async fn replay(
+    config: &MeterConfig,
+    producer: &FutureProducer,
+    metrics: &CollectorMetrics,
+    kind: EventKind,
+    files: &[PathBuf],
+    options: &ReplayOptions,
+) -> Result<ReplaySummary, CollectError> {
+    let started = Instant::now();
+    let mut total_bytes = 0;
+    let mut opened = Vec::with_capacity(files.len());
+    for path in files {
+        let name = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|source| CollectError::Read { path: name.clone(), source })?;
+        total_bytes += file.metadata().map(|m| m.len()).unwrap_or(0);
+        opened.push((name, file));
+    }
+    let progress = if options.show_progress {
+        let bar = ProgressBar::new(total_bytes);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {bytes}/{total_bytes} ({eta} left)")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let limiter = RateLimiter::direct(Quota::per_second(options.rate).allow_burst(burst(options.rate)));
+    let dead_letters = DeadLetters::with_producer(producer.clone(), config.topics.dead_letters.clone());
+    let topic = event_topic(&config.topics, kind).to_string();
+    let kind_label = kind.slug();
+    let mut summary = ReplaySummary { files: files.len(), ..ReplaySummary::default() };
+    let mut seen: HashSet<[u8; 16]> = HashSet::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut raw = Vec::new();
+    for (file_name, file) in opened {
+        let mut reader = BufReader::new(file);
+        let mut line_number = 0u64;
+        loop {
+            raw.clear();
+            let n = reader.read_until(b'\n', &mut raw).map_err(|source| CollectError::Read { path: file_name.clone(), source })?;
+            if n == 0 {
+                break;
+            }
+            progress.inc(n as u64);
+            line_number += 1;
+            let parsed = match std::str::from_utf8(&raw) {
+                Err(e) => Err(("not_utf8", format!("line is not UTF-8: {e}"))),
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => parse_line(kind, text.trim_end()),
+            };
+            summary.lines_read += 1;
+            metrics.read.with_label_values(&[kind_label]).inc();
+            match parsed {
+                Ok(mut event) => {
+                    if !seen.insert(identity(&event.header().source, &event.header().event_id)) {
+                        summary.duplicates += 1;
+                        continue;
+                    }
+                    limiter.until_ready().await;
+                    event.header_mut().ingest_time = to_millis(Utc::now());
+                    let payload = EventCodec::encode_event(&event).map_err(KafkaError::from)?;
+                    let key = event_key(&event.header().tenant).to_string();
+                    let producer = producer.clone();
+                    let topic = topic.clone();
+                    in_flight.push(async move { meter_kafka::publish(&producer, &topic, &key, &payload).await });
+                    while in_flight.len() >= options.max_in_flight.max(1) {
+                        if let Some(result) = in_flight.next().await {
+                            result?;
+                            summary.sent += 1;
+                        }
+                    }
+                    // Collect acknowledgements as they come, without waiting.
+                    while let Some(Some(result)) = futures::FutureExt::now_or_never(in_flight.next()) {
+                        result?;
+                        summary.sent += 1;
+                    }
+                    if summary.lines_read % 256 == 1 {
+                        progress.set_message(format!("{kind_label} {file_name}: {} sent", summary.sent));
+                    }
+                }
+                Err((reason, error)) => {
+                    progress.suspend(|| tracing::warn!(file = %file_name, line = line_number, reason, %error, "rejected line"));
+                    metrics.rejected.with_label_values(&[kind_label, reason]).inc();
+                    dead_letters
+                        .send(&DeadLetter {
+                            component: COMPONENT.into(),
+                            error_kind: reason.into(),
+                            error: error.clone(),
+                            original: raw.clone(),
+                            event_kind: Some(kind_label.into()),
+                            source_file: Some(file_name.clone()),
+                            source_line: Some(line_number as i64),
+                            source_topic: None,
+                            source_partition: None,
+                            source_offset: None,
+                            failed_at: to_millis(Utc::now()),
+                        })
+                        .await?;
+                    summary.rejections.push(ReplayRejection { file: file_name.clone(), line: line_number, reason, error });
+                }
+            }
+        }
+    }
+    while let Some(result) = in_flight.next().await {
+        result?;
+        summary.sent += 1;
+    }
+    metrics.published.with_label_values(&[kind_label]).inc_by(summary.sent);
+    if summary.sent > 0 {
+        metrics.last_success.with_label_values(&[METRIC_SOURCE]).set(Utc::now().timestamp());
+    }
+    progress.finish_and_clear();
+    summary.elapsed = started.elapsed();
+    tracing::info!(kind = kind_label, files = summary.files, lines = summary.lines_read, sent = summary.sent,
+        duplicates = summary.duplicates, rejected = summary.rejections.len(), "replay finished");
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_do_not_run_source_and_id_together() {
+        assert_ne!(identity("ab", "c"), identity("a", "bc"));
+        assert_eq!(identity("glpi", "1"), identity("glpi", "1"));
+    }
+
+    #[test]
+    fn the_burst_is_a_tenth_of_a_second_at_least_one() {
+        assert_eq!(burst(NonZeroU32::new(1).unwrap()).get(), 1);
+        assert_eq!(burst(NonZeroU32::new(20).unwrap()).get(), 2);
+        assert_eq!(burst(NonZeroU32::new(50_000).unwrap()).get(), 5_000);
+    }
+
+    #[tokio::test]
+    async fn the_limiter_holds_the_rate() {
+        // 30 permits at 100/s with a burst of 10: at least 0.2 s.
+        let rate = NonZeroU32::new(100).unwrap();
+        let limiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst(rate)));
+        let started = Instant::now();
+        for _ in 0..30 {
+            limiter.until_ready().await;
+        }
+        let elapsed = started.elapsed();
+        assert!(elapsed >= Duration::from_millis(190), "{elapsed:?}");
+        assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    }
+
+    #[test]
+    fn the_summary_lists_reasons() {
+        let summary = ReplaySummary {
+            files: 2,
+            lines_read: 10,
+            sent: 6,
+            duplicates: 2,
+            rejections: vec![
+                ReplayRejection { file: "a".into(), line: 1, reason: "malformed_json", error: String::new() },
+                ReplayRejection { file: "a".into(), line: 2, reason: "malformed_json", error: String::new() },
+            ],
+            elapsed: Duration::from_secs(2),
+        };
+        assert_eq!(
+            summary.to_string(),
+            "10 lines read in 2 files: 6 sent, 2 duplicates (sent once), 2 rejected (malformed_json: 2); 2.0 s (3 events/s)"
+        );
+    }
+}
