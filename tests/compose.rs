@@ -303,6 +303,7 @@ fn section_of_command(args: &[String]) -> Option<&'static str> {
         Some("aggregate") => Some("aggregator"),
         Some("sink") => Some("sink"),
         Some("collect") => Some("collector"),
+        Some("contracts") => Some("contracts"),
         _ => None,
     }
 }

@@ -14,6 +14,9 @@ use serde::Deserialize;
 pub enum ContractsAction {
     /// Load contracts (format: config/contracts.example.toml) into ClickHouse; a reload replaces them.
     Load { file: PathBuf },
+    /// Serve each contract's burn as Prometheus gauges (meter_tenant_contract_consumed_ratio...)
+    /// on contracts.metrics_listen, read from ClickHouse every contracts.refresh_seconds.
+    Metrics,
 }
 
 #[derive(Subcommand)]
@@ -78,6 +81,14 @@ pub async fn contracts(config: &MeterConfig, action: ContractsAction) -> Result<
             let client = sink_clickhouse::client(&config.clickhouse).with_database(&config.clickhouse.database);
             let n = sink_clickhouse::contracts::store(&client, &contracts).await?;
             println!("{n} contracts loaded from {}", file.display());
+        }
+        ContractsAction::Metrics => {
+            let registry = meter_telemetry::registry("contracts-metrics")?;
+            let gauges = sink_clickhouse::contract_metrics::ContractGauges::register(&registry)?;
+            meter_telemetry::serve_metrics(&config.contracts.metrics_listen, registry).await?;
+            let client = sink_clickhouse::client(&config.clickhouse).with_database(&config.clickhouse.database);
+            let every = std::time::Duration::from_secs(config.contracts.refresh_seconds.max(1));
+            sink_clickhouse::contract_metrics::run(client, gauges, every).await;
         }
     }
     Ok(())

@@ -33,6 +33,7 @@ pub struct MeterConfig {
     pub collector: CollectorConfig,
     pub aggregator: AggregatorConfig,
     pub sink: SinkConfig,
+    pub contracts: ContractsConfig,
     pub log: LogConfig,
     /// Path of the price book used to rate usage into costs.
     pub price_book: PathBuf,
@@ -49,6 +50,7 @@ impl Default for MeterConfig {
             collector: CollectorConfig::default(),
             aggregator: AggregatorConfig::default(),
             sink: SinkConfig::default(),
+            contracts: ContractsConfig::default(),
             log: LogConfig::default(),
             price_book: PathBuf::from("config/price-book.toml"),
             tenants: BTreeMap::new(),
@@ -217,6 +219,21 @@ impl Default for SinkConfig {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContractsConfig {
+    /// /metrics of `meter contracts metrics` (contract burn per tenant).
+    pub metrics_listen: String,
+    /// How often the burn is read again from ClickHouse.
+    pub refresh_seconds: u64,
+}
+
+impl Default for ContractsConfig {
+    fn default() -> Self {
+        ContractsConfig { metrics_listen: "127.0.0.1:9605".into(), refresh_seconds: 30 }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -246,8 +263,8 @@ pub struct TenantConfig {
     pub time_zone: String,
 }
 
-const SECTIONS: [&str; 9] =
-    ["kafka", "topics", "clickhouse", "collector", "aggregator", "sink", "log", "price_book", "tenants"];
+const SECTIONS: [&str; 10] =
+    ["kafka", "topics", "clickhouse", "collector", "aggregator", "sink", "contracts", "log", "price_book", "tenants"];
 
 impl MeterConfig {
     /// Loads defaults, then the file (if given), then `METER_*` overrides,
