@@ -1,0 +1,361 @@
+//! VM lifecycle events and samples from CSV files (`meter collect vm-csv FILE...`).
+//!
+//! The first line is the header, with these columns in any order (RFC 4180
+//! quoting, UTF-8); each row is one vm-usage event with the same fields:
+//!
+//! `event_id,source,tenant,subsidiary,domain,event_time,vm_id,vcpu,ram_mib,storage_gb,bandwidth_mbps,guaranteed_bandwidth,public_ips,sla_tier,options,datacenter,transition,sample_interval_seconds`
+//!
+//! - `event_time`: RFC 3339 (`2026-01-12T10:00:00Z`);
+//! - `guaranteed_bandwidth`: `true`/`false` (or `1`/`0`; empty: false);
+//!   `public_ips`, `sample_interval_seconds`: empty is 0;
+//! - `sla_tier`: `SLA_99_7`, `SLA_99_9`, `SLA_99_99`;
+//! - `options`: `;`-separated (`backup;monitoring`), empty for none;
+//! - `transition`: `SAMPLE` (needs `sample_interval_seconds` > 0: it covers
+//!   `[event_time - sample_interval_seconds, event_time)`), or `CREATE`,
+//!   `START`, `RESIZE`, `STOP`, `DELETE` (with `sample_interval_seconds` 0).
+//!
+//! A bad row is reported with its line number (the header is line 1) and
+//! reason (`malformed_row`, `bad_field`, `invalid_event`), dead-lettered
+//! (component `collector-vm-csv`, its original bytes, file and line) when
+//! published, and the other rows go on.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use collector_file::CollectorMetrics;
+use futures::stream::{FuturesUnordered, StreamExt};
+use meter_config::MeterConfig;
+use meter_kafka::{event_key, event_topic, DeadLetters, KafkaError};
+use meter_model::codec::to_millis;
+use meter_model::{DeadLetter, Event, EventCodec, EventHeader, EventKind, SlaTier, VmTransition, VmUsage};
+use rdkafka::producer::FutureProducer;
+
+use crate::VmError;
+
+/// The columns a CSV file must have (in any order).
+pub const CSV_COLUMNS: [&str; 18] = [
+    "event_id",
+    "source",
+    "tenant",
+    "subsidiary",
+    "domain",
+    "event_time",
+    "vm_id",
+    "vcpu",
+    "ram_mib",
+    "storage_gb",
+    "bandwidth_mbps",
+    "guaranteed_bandwidth",
+    "public_ips",
+    "sla_tier",
+    "options",
+    "datacenter",
+    "transition",
+    "sample_interval_seconds",
+];
+
+/// The dead-letter component of CSV rows.
+pub const CSV_COMPONENT: &str = "collector-vm-csv";
+
+/// A row that was not turned into an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvRejection {
+    /// Line number in the file (the header is line 1).
+    pub line: u64,
+    pub reason: &'static str,
+    pub error: String,
+    /// The row as written in the file.
+    pub original: Vec<u8>,
+}
+
+/// What a file holds.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct CsvImport {
+    /// Data rows read (not counting the header and blank lines).
+    pub rows: u64,
+    /// The events, with the line each came from.
+    pub events: Vec<(u64, VmUsage)>,
+    pub rejections: Vec<CsvRejection>,
+}
+
+/// The outcome of publishing one file.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CsvReport {
+    pub rows: u64,
+    pub published: u64,
+    pub rejections: Vec<CsvRejection>,
+}
+
+fn text(value: &str) -> String {
+    value.trim().to_string()
+}
+
+fn integer<T: std::str::FromStr>(name: &str, value: &str, empty_is_zero: bool) -> Result<T, String> {
+    let v = value.trim();
+    let v = if v.is_empty() && empty_is_zero { "0" } else { v };
+    v.parse().map_err(|_| format!("{name} must be a whole number, got {value:?}"))
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        other => Err(format!("guaranteed_bandwidth must be true or false, got {other:?}")),
+    }
+}
+
+fn sla_tier(value: &str) -> Result<SlaTier, String> {
+    match value.trim().to_ascii_uppercase().as_str() {
+        "SLA_99_7" => Ok(SlaTier::Sla99_7),
+        "SLA_99_9" => Ok(SlaTier::Sla99_9),
+        "SLA_99_99" => Ok(SlaTier::Sla99_99),
+        other => Err(format!("sla_tier must be SLA_99_7, SLA_99_9 or SLA_99_99, got {other:?}")),
+    }
+}
+
+fn transition(value: &str) -> Result<VmTransition, String> {
+    match value.trim().to_ascii_uppercase().as_str() {
+        "SAMPLE" => Ok(VmTransition::Sample),
+        "CREATE" => Ok(VmTransition::Create),
+        "START" => Ok(VmTransition::Start),
+        "RESIZE" => Ok(VmTransition::Resize),
+        "STOP" => Ok(VmTransition::Stop),
+        "DELETE" => Ok(VmTransition::Delete),
+        other => Err(format!("transition must be SAMPLE, CREATE, START, RESIZE, STOP or DELETE, got {other:?}")),
+    }
+}
+
+/// The fields of one row, by column name.
+struct Fields<'a> {
+    index: &'a HashMap<String, usize>,
+    values: Vec<&'a str>,
+}
+
+impl<'a> Fields<'a> {
+    fn get(&self, name: &str) -> &'a str {
+        self.index.get(name).and_then(|i| self.values.get(*i).copied()).unwrap_or("")
+    }
+}
+
+fn row_to_event(row: &Fields<'_>) -> Result<VmUsage, (&'static str, String)> {
+    let get = |name: &str| row.get(name);
+    let bad = |e: String| ("bad_field", e);
+    let event_time = DateTime::parse_from_rfc3339(get("event_time").trim())
+        .map_err(|_| bad(format!("event_time must be RFC 3339, got {:?}", get("event_time"))))?
+        .with_timezone(&Utc);
+    let options = get("options").split(';').map(str::trim).filter(|o| !o.is_empty()).map(str::to_string).collect();
+    let event = VmUsage {
+        header: EventHeader {
+            event_id: text(get("event_id")),
+            source: text(get("source")),
+            tenant: text(get("tenant")),
+            subsidiary: text(get("subsidiary")),
+            domain: text(get("domain")),
+            event_time: to_millis(event_time),
+            ingest_time: DateTime::<Utc>::UNIX_EPOCH,
+        },
+        vm_id: text(get("vm_id")),
+        vcpu: integer("vcpu", get("vcpu"), false).map_err(bad)?,
+        ram_mib: integer("ram_mib", get("ram_mib"), false).map_err(bad)?,
+        storage_gb: integer("storage_gb", get("storage_gb"), false).map_err(bad)?,
+        bandwidth_mbps: integer("bandwidth_mbps", get("bandwidth_mbps"), false).map_err(bad)?,
+        guaranteed_bandwidth: boolean(get("guaranteed_bandwidth")).map_err(bad)?,
+        public_ips: integer("public_ips", get("public_ips"), true).map_err(bad)?,
+        sla_tier: sla_tier(get("sla_tier")).map_err(bad)?,
+        options,
+        datacenter: text(get("datacenter")),
+        transition: transition(get("transition")).map_err(bad)?,
+        sample_interval_seconds: integer("sample_interval_seconds", get("sample_interval_seconds"), true).map_err(bad)?,
+    };
+    let event = Event::VmUsage(event);
+    event.validate().map_err(|e| ("invalid_event", e.to_string()))?;
+    match event {
+        Event::VmUsage(v) => Ok(v),
+        _ => Err(("invalid_event", "not a vm-usage event".into())),
+    }
+}
+
+/// Reads a CSV file of VM events (format: module documentation). A file
+/// without the documented header is an error; a bad row is a rejection.
+pub fn read_csv(path: &Path) -> Result<CsvImport, VmError> {
+    let shown = path.display().to_string();
+    let data = std::fs::read(path).map_err(|source| VmError::Read { path: shown.clone(), source })?;
+    let header_error = |message: String| VmError::Config { path: shown.clone(), message };
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(&data[..]);
+    let header = reader.byte_headers().map_err(|e| header_error(format!("cannot read the header: {e}")))?.clone();
+    let names: Vec<String> =
+        header.iter().map(|h| String::from_utf8_lossy(h).trim().trim_start_matches('\u{feff}').to_string()).collect();
+    let mut index = HashMap::new();
+    for (i, name) in names.iter().enumerate() {
+        if !CSV_COLUMNS.contains(&name.as_str()) {
+            return Err(header_error(format!("unknown column {name:?}; the columns are {}", CSV_COLUMNS.join(","))));
+        }
+        if index.insert(name.clone(), i).is_some() {
+            return Err(header_error(format!("column {name:?} appears twice")));
+        }
+    }
+    let missing: Vec<&str> = CSV_COLUMNS.iter().copied().filter(|c| !index.contains_key(*c)).collect();
+    if !missing.is_empty() {
+        return Err(header_error(format!("missing columns {}; the header is {}", missing.join(","), CSV_COLUMNS.join(","))));
+    }
+
+    let mut import = CsvImport::default();
+    let mut record = csv::ByteRecord::new();
+    let (mut counted_to, mut counted_line) = (0usize, 1u64);
+    loop {
+        let read = reader.read_byte_record(&mut record);
+        let end = reader.position().byte() as usize;
+        let mut start = record.position().map_or(end, |p| p.byte() as usize).min(data.len());
+        // A record's position is where the reader started looking: before the blank lines it skipped.
+        while start < end.min(data.len()) && matches!(data[start], b'\n' | b'\r') {
+            start += 1;
+        }
+        // The reader's own line count skips blank lines; count them as an editor does.
+        if start >= counted_to {
+            counted_line += data[counted_to..start].iter().filter(|b| **b == b'\n').count() as u64;
+            counted_to = start;
+        }
+        let line = counted_line;
+        let original = data.get(start..end.min(data.len())).unwrap_or_default();
+        let original = original.strip_suffix(b"\n").unwrap_or(original);
+        let original = original.strip_suffix(b"\r").unwrap_or(original).to_vec();
+        match read {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                import.rows += 1;
+                import.rejections.push(CsvRejection { line, reason: "malformed_row", error: e.to_string(), original });
+                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                    break;
+                }
+                continue;
+            }
+        }
+        import.rows += 1;
+        let reject = |reason: &'static str, error: String| CsvRejection { line, reason, error, original: original.clone() };
+        if record.len() != names.len() {
+            import.rejections.push(reject("malformed_row", format!("{} fields, the header has {}", record.len(), names.len())));
+            continue;
+        }
+        let values: Vec<&str> = match record.iter().map(std::str::from_utf8).collect() {
+            Ok(v) => v,
+            Err(e) => {
+                import.rejections.push(reject("malformed_row", format!("not UTF-8: {e}")));
+                continue;
+            }
+        };
+        match row_to_event(&Fields { index: &index, values }) {
+            Ok(event) => import.events.push((line, event)),
+            Err((reason, error)) => import.rejections.push(reject(reason, error)),
+        }
+    }
+    Ok(import)
+}
+
+/// Reads `path` with [`read_csv`], dead-letters its bad rows and publishes
+/// its events (acknowledged), keyed by tenant.
+pub async fn publish_csv(meter: &MeterConfig, producer: &FutureProducer, metrics: &CollectorMetrics, path: &Path) -> Result<CsvReport, VmError> {
+    let import = read_csv(path)?;
+    let kind = EventKind::VmUsage;
+    let kind_label = kind.slug();
+    let topic = event_topic(&meter.topics, kind).to_string();
+    let file_name = path.display().to_string();
+    let dead_letters = DeadLetters::with_producer(producer.clone(), meter.topics.dead_letters.clone());
+    for r in &import.rejections {
+        tracing::warn!(file = %file_name, line = r.line, reason = r.reason, error = %r.error, "rejected row");
+        dead_letters
+            .send(&DeadLetter {
+                component: CSV_COMPONENT.into(),
+                error_kind: r.reason.into(),
+                error: r.error.clone(),
+                original: r.original.clone(),
+                event_kind: Some(kind_label.into()),
+                source_file: Some(file_name.clone()),
+                source_line: Some(r.line as i64),
+                source_topic: None,
+                source_partition: None,
+                source_offset: None,
+                failed_at: to_millis(Utc::now()),
+            })
+            .await?;
+        metrics.rejected.with_label_values(&[kind_label, r.reason]).inc();
+    }
+    let mut in_flight = FuturesUnordered::new();
+    for (_, event) in import.events {
+        let mut event = Event::VmUsage(event);
+        event.header_mut().ingest_time = to_millis(Utc::now());
+        let payload = EventCodec::encode_event(&event).map_err(KafkaError::from)?;
+        let key = event_key(&event.header().tenant).to_string();
+        let (producer, topic) = (producer.clone(), topic.clone());
+        in_flight.push(async move { meter_kafka::publish(&producer, &topic, &key, &payload).await });
+    }
+    let mut published = 0u64;
+    while let Some(result) = in_flight.next().await {
+        result?;
+        published += 1;
+    }
+    metrics.read.with_label_values(&[kind_label]).inc_by(import.rows);
+    metrics.published.with_label_values(&[kind_label]).inc_by(published);
+    if published > 0 {
+        metrics.last_success.with_label_values(&["vm-csv"]).set(Utc::now().timestamp());
+    }
+    tracing::info!(file = %file_name, rows = import.rows, published, rejected = import.rejections.len(), "VM CSV collected");
+    Ok(CsvReport { rows: import.rows, published, rejections: import.rejections })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const HEADER: &str = "event_id,source,tenant,subsidiary,domain,event_time,vm_id,vcpu,ram_mib,storage_gb,bandwidth_mbps,guaranteed_bandwidth,public_ips,sla_tier,options,datacenter,transition,sample_interval_seconds";
+
+    fn read(text: &str) -> Result<CsvImport, VmError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vms.csv");
+        std::fs::write(&path, text).unwrap();
+        read_csv(&path)
+    }
+
+    #[test]
+    fn rows_become_events_and_bad_rows_are_reported_with_their_line() {
+        let text = [
+            HEADER,
+            "vm-1-create,vmware,acme,acme-fr,infrastructure,2026-01-05T08:00:00Z,acme-web01,2,4096,120,100,true,1,SLA_99_9,backup;monitoring,par1,CREATE,",
+            "vm-1-s1,vmware,acme,acme-fr,infrastructure,2026-01-05T09:00:00Z,acme-web01,2,4096,120,100,false,1,sla_99_9,,par1,sample,3600",
+            "vm-1-s2,vmware,acme,acme-fr,infrastructure,2026-01-05T10:00:00Z,acme-web01,two,4096,120,100,false,1,SLA_99_9,,par1,SAMPLE,3600",
+            "",
+            "vm-1-s3,vmware,acme,acme-fr,infrastructure,2026-01-05T11:00:00Z,acme-web01,2,4096,120,100,false,1,SLA_99_9,,par1,SAMPLE,0",
+            "vm-1-s4,vmware,acme,acme-fr",
+            "vm-1-stop,vmware,acme,acme-fr,infrastructure,2026-01-05T12:00:00Z,acme-web01,2,4096,120,100,false,1,SLA_99_9,,par1,STOP,0",
+        ]
+        .join("\n")
+            + "\n";
+        let import = read(&text).unwrap();
+        assert_eq!(import.rows, 6);
+        let lines: Vec<(u64, &str)> = import.rejections.iter().map(|r| (r.line, r.reason)).collect();
+        assert_eq!(lines, [(4, "bad_field"), (6, "invalid_event"), (7, "malformed_row")]);
+        assert!(import.rejections[1].error.contains("sample_interval_seconds"), "{:?}", import.rejections[1]);
+        assert_eq!(import.rejections[2].original, b"vm-1-s4,vmware,acme,acme-fr".to_vec());
+        let events: Vec<(u64, &str, VmTransition, i32)> =
+            import.events.iter().map(|(l, e)| (*l, e.header.event_id.as_str(), e.transition, e.sample_interval_seconds)).collect();
+        assert_eq!(
+            events,
+            [(2, "vm-1-create", VmTransition::Create, 0), (3, "vm-1-s1", VmTransition::Sample, 3600), (8, "vm-1-stop", VmTransition::Stop, 0)]
+        );
+        let create = &import.events[0].1;
+        assert_eq!(create.options, ["backup", "monitoring"]);
+        assert!(create.guaranteed_bandwidth);
+        assert_eq!((create.vcpu, create.ram_mib, create.storage_gb, create.public_ips), (2, 4096, 120, 1));
+        assert_eq!(import.events[1].1.sla_tier, SlaTier::Sla99_9);
+        assert!(import.events[1].1.options.is_empty());
+    }
+
+    #[test]
+    fn a_file_without_the_documented_header_is_refused() {
+        let err = read("vm,vcpu\n1,2\n").unwrap_err().to_string();
+        assert!(err.contains("unknown column \"vm\""), "{err}");
+        let err = read(&format!("{}\n", HEADER.replace(",datacenter", ""))).unwrap_err().to_string();
+        assert!(err.contains("missing columns datacenter"), "{err}");
+    }
+}
