@@ -201,4 +201,30 @@ async fn views_answer_the_domain_questions() {
         .unwrap();
     assert_eq!(rows.len() as u64, daily_rows);
     assert_eq!(focus_total, dec(&daily_total));
+
+    // The same export as Parquet (format from the extension): same columns,
+    // same rows, exact Decimal128(38, 6) costs, UTC timestamps.
+    let parquet_out = env.dir.path().join("focus.parquet");
+    env.meter(&["export", "focus", "--tenant", "acme", "--from", "2026-01-01", "--to", "2026-02-01", "--out", parquet_out.to_str().unwrap()]);
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&parquet_out).unwrap()).unwrap();
+    let names: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, headers.iter().collect::<Vec<_>>());
+    let (mut parquet_rows, mut parquet_total, mut first_start) = (0usize, Decimal::ZERO, None);
+    for batch in builder.build().unwrap() {
+        let batch = batch.unwrap();
+        parquet_rows += batch.num_rows();
+        let billed = batch.column_by_name("BilledCost").unwrap().as_any().downcast_ref::<arrow_array::Decimal128Array>().unwrap();
+        assert_eq!((billed.precision(), billed.scale()), (38, 6));
+        parquet_total += billed.values().iter().map(|v| Decimal::from_i128_with_scale(*v, 6)).sum::<Decimal>();
+        let start = batch.column_by_name("ChargePeriodStart").unwrap();
+        let start = start.as_any().downcast_ref::<arrow_array::TimestampMillisecondArray>().unwrap();
+        assert_eq!(start.timezone(), Some("UTC"));
+        if first_start.is_none() && !start.is_empty() {
+            first_start = Some(start.value(0));
+        }
+    }
+    assert_eq!(parquet_rows, rows.len());
+    assert_eq!(parquet_total, focus_total);
+    let charge_start = headers.iter().position(|h| h == "ChargePeriodStart").unwrap();
+    assert_eq!(first_start, rows.first().map(|r| r[charge_start].parse::<DateTime<Utc>>().unwrap().timestamp_millis()));
 }
