@@ -3,6 +3,8 @@
 //! published as Avro keyed by tenant; a bad line is reported with its number
 //! and reason, dead-lettered with its original bytes, and the rest goes on.
 
+pub mod csv_table;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -97,6 +99,50 @@ impl Default for CollectOptions {
     }
 }
 
+/// One non-blank line of a JSON-lines file.
+pub struct JsonLine {
+    /// Line number in the file (blank lines counted).
+    pub number: u64,
+    /// Bytes read for it, line end and skipped blank lines included (for progress bars).
+    pub bytes_read: usize,
+    /// The parsed and checked event, or a bounded reason code and the error.
+    pub parsed: Result<Event, (&'static str, String)>,
+}
+
+/// Reads a JSON-lines file of one kind, line by line, skipping blank lines;
+/// the line's original bytes stay in the buffer passed to [`JsonLines::next`].
+pub struct JsonLines<R> {
+    reader: R,
+    kind: EventKind,
+    number: u64,
+}
+
+impl<R: BufRead> JsonLines<R> {
+    pub fn new(reader: R, kind: EventKind) -> Self {
+        JsonLines { reader, kind, number: 0 }
+    }
+
+    /// The next non-blank line, with its bytes in `raw`; None at the end.
+    pub fn next(&mut self, raw: &mut Vec<u8>) -> std::io::Result<Option<JsonLine>> {
+        let mut bytes_read = 0;
+        loop {
+            raw.clear();
+            let n = self.reader.read_until(b'\n', raw)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            bytes_read += n;
+            self.number += 1;
+            let parsed = match std::str::from_utf8(raw) {
+                Err(e) => Err(("not_utf8", format!("line is not UTF-8: {e}"))),
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => parse_line(self.kind, text.trim_end()),
+            };
+            return Ok(Some(JsonLine { number: self.number, bytes_read, parsed }));
+        }
+    }
+}
+
 /// Parses and checks one line. Errors carry a bounded reason code.
 pub fn parse_line(kind: EventKind, line: &str) -> Result<Event, (&'static str, String)> {
     let event = Event::from_json(kind, line).map_err(|e| {
@@ -135,22 +181,12 @@ pub async fn collect_file(
     let kind_label = kind.slug();
     let mut report = CollectReport::default();
     let mut in_flight = FuturesUnordered::new();
-    let mut reader = BufReader::new(file);
+    let mut lines = JsonLines::new(BufReader::new(file), kind);
     let mut raw = Vec::new();
-    let mut line_number = 0u64;
-    loop {
-        raw.clear();
-        let n = reader.read_until(b'\n', &mut raw).map_err(|source| CollectError::Read { path: file_name.clone(), source })?;
-        if n == 0 {
-            break;
-        }
-        progress.inc(n as u64);
-        line_number += 1;
-        let parsed = match std::str::from_utf8(&raw) {
-            Err(e) => Err(("not_utf8", format!("line is not UTF-8: {e}"))),
-            Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => parse_line(kind, text.trim_end()),
-        };
+    while let Some(JsonLine { number: line_number, bytes_read, parsed }) =
+        lines.next(&mut raw).map_err(|source| CollectError::Read { path: file_name.clone(), source })?
+    {
+        progress.inc(bytes_read as u64);
         report.lines_read += 1;
         metrics.read.with_label_values(&[kind_label]).inc();
         match parsed {

@@ -212,71 +212,19 @@ pub fn read_csv(path: &Path, mapping: &Mapping) -> Result<CsvImport, GlpiError> 
         message: format!("unknown csv.time_zone {:?}", mapping.csv.time_zone),
     })?;
     let header_error = |message: String| GlpiError::Config { path: shown.clone(), message };
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(&data[..]);
-    let header = reader.byte_headers().map_err(|e| header_error(format!("cannot read the header: {e}")))?.clone();
-    let names: Vec<String> = header.iter().map(|h| String::from_utf8_lossy(h).trim().trim_start_matches('\u{feff}').to_string()).collect();
-    let mut index = HashMap::new();
-    for (i, name) in names.iter().enumerate() {
-        if !CSV_COLUMNS.contains(&name.as_str()) {
-            return Err(header_error(format!("unknown column {name:?}; the columns are {}", CSV_COLUMNS.join(","))));
-        }
-        if index.insert(name.clone(), i).is_some() {
-            return Err(header_error(format!("column {name:?} appears twice")));
-        }
-    }
-    let missing: Vec<&str> = CSV_COLUMNS.iter().copied().filter(|c| !index.contains_key(*c)).collect();
-    if !missing.is_empty() {
-        return Err(header_error(format!("missing columns {}; the header is {}", missing.join(","), CSV_COLUMNS.join(","))));
-    }
-
-    let mut import = CsvImport::default();
-    let mut record = csv::ByteRecord::new();
-    let (mut counted_to, mut counted_line) = (0usize, 1u64);
-    loop {
-        let read = reader.read_byte_record(&mut record);
-        let end = reader.position().byte() as usize;
-        let mut start = record.position().map_or(end, |p| p.byte() as usize).min(data.len());
-        // A record's position is where the reader started looking: before the blank lines it skipped.
-        while start < end.min(data.len()) && matches!(data[start], b'\n' | b'\r') {
-            start += 1;
-        }
-        // The reader's own line count skips blank lines; count them as an editor does.
-        if start >= counted_to {
-            counted_line += data[counted_to..start].iter().filter(|b| **b == b'\n').count() as u64;
-            counted_to = start;
-        }
-        let line = counted_line;
-        let original = data.get(start..end.min(data.len())).unwrap_or_default();
-        let original = original.strip_suffix(b"\n").unwrap_or(original);
-        let original = original.strip_suffix(b"\r").unwrap_or(original).to_vec();
-        match read {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                // The reader cannot go on after a syntax error it could not resync from.
-                import.rows += 1;
-                import.rejections.push(CsvRejection { line, reason: "malformed_row", error: e.to_string(), original });
-                if matches!(e.kind(), csv::ErrorKind::Io(_)) {
-                    break;
-                }
-                continue;
-            }
-        }
-        import.rows += 1;
-        let reject = |reason: &'static str, error: String| CsvRejection { line, reason, error, original: original.clone() };
-        if record.len() != names.len() {
-            import.rejections.push(reject("malformed_row", format!("{} fields, the header has {}", record.len(), names.len())));
-            continue;
-        }
-        let values: Result<Vec<&str>, _> = record.iter().map(std::str::from_utf8).collect();
-        let values = match values {
-            Ok(f) => f,
-            Err(e) => {
-                import.rejections.push(reject("malformed_row", format!("not UTF-8: {e}")));
+    let table = collector_file::csv_table::read_csv_table(&data, &CSV_COLUMNS).map_err(header_error)?;
+    let mut import = CsvImport { rows: table.rows.len() as u64, ..CsvImport::default() };
+    for row in table.rows {
+        let line = row.line;
+        let reject = |reason: &'static str, error: String| CsvRejection { line, reason, error, original: row.original.clone() };
+        let values: Vec<&str> = match &row.values {
+            Ok(values) => values.iter().map(String::as_str).collect(),
+            Err(error) => {
+                import.rejections.push(reject("malformed_row", error.clone()));
                 continue;
             }
         };
-        match row_to_event(&Fields { index: &index, values }, mapping, zone) {
+        match row_to_event(&Fields { index: &table.index, values }, mapping, zone) {
             Ok(Row::Event(event)) => import.events.push((line, *event)),
             Ok(Row::Skip) => import.skipped += 1,
             Err((reason, error)) => import.rejections.push(reject(reason, error)),

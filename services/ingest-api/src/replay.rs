@@ -20,13 +20,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use collector_file::{parse_line, CollectError, CollectorMetrics};
+use collector_file::{CollectError, CollectorMetrics, JsonLine, JsonLines};
 use futures::stream::{FuturesUnordered, StreamExt};
 use governor::{Quota, RateLimiter};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -168,21 +168,11 @@ pub async fn replay(
     let mut in_flight = FuturesUnordered::new();
     let mut raw = Vec::new();
     for (file_name, file) in opened {
-        let mut reader = BufReader::new(file);
-        let mut line_number = 0u64;
-        loop {
-            raw.clear();
-            let n = reader.read_until(b'\n', &mut raw).map_err(|source| CollectError::Read { path: file_name.clone(), source })?;
-            if n == 0 {
-                break;
-            }
-            progress.inc(n as u64);
-            line_number += 1;
-            let parsed = match std::str::from_utf8(&raw) {
-                Err(e) => Err(("not_utf8", format!("line is not UTF-8: {e}"))),
-                Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => parse_line(kind, text.trim_end()),
-            };
+        let mut lines = JsonLines::new(BufReader::new(file), kind);
+        while let Some(JsonLine { number: line_number, bytes_read, parsed }) =
+            lines.next(&mut raw).map_err(|source| CollectError::Read { path: file_name.clone(), source })?
+        {
+            progress.inc(bytes_read as u64);
             summary.lines_read += 1;
             metrics.read.with_label_values(&[kind_label]).inc();
             match parsed {
