@@ -450,7 +450,8 @@ async fn flush(
         partition.watermark_moved = false;
         commits.add_partition_offset(topic, *partition_id, Offset::Offset(partition.state.next_offset))?;
         partition.committed = Some(partition.state.next_offset);
-        tracing::info!(%topic, partition = partition_id, emitted = emissions.len(), next_offset = partition.state.next_offset,
+        let tenants: std::collections::BTreeSet<&str> = emissions.iter().map(|a| a.tenant.as_str()).collect();
+        tracing::info!(%topic, partition = partition_id, ?tenants, emitted = emissions.len(), next_offset = partition.state.next_offset,
             open_aggregates = partition.state.aggregates.len(), "flushed");
     }
     if commits.count() > 0 {
