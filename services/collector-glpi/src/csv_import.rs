@@ -32,11 +32,9 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use collector_file::CollectorMetrics;
-use futures::stream::{FuturesUnordered, StreamExt};
 use meter_config::MeterConfig;
-use meter_kafka::{event_key, event_topic, DeadLetters, KafkaError};
 use meter_model::codec::to_millis;
-use meter_model::{DeadLetter, Event, EventCodec, EventHeader, EventKind, TechnicianProfile, TicketTime, TicketType};
+use meter_model::{Event, EventHeader, EventKind, TechnicianProfile, TicketTime, TicketType};
 use rdkafka::producer::FutureProducer;
 
 use crate::convert::local_to_utc;
@@ -242,50 +240,23 @@ pub async fn publish_csv(
     mapping: &Mapping,
     path: &Path,
 ) -> Result<CsvReport, GlpiError> {
-    let import = read_csv(path, mapping)?;
-    let kind = EventKind::TicketTime;
-    let kind_label = kind.slug();
-    let topic = event_topic(&meter.topics, kind).to_string();
+    let mut import = read_csv(path, mapping)?;
     let file_name = path.display().to_string();
-    let dead_letters = DeadLetters::with_producer(producer.clone(), meter.topics.dead_letters.clone());
-    for r in &import.rejections {
-        tracing::warn!(file = %file_name, line = r.line, reason = r.reason, error = %r.error, "rejected row");
-        dead_letters
-            .send(&DeadLetter {
-                component: CSV_COMPONENT.into(),
-                error_kind: r.reason.into(),
-                error: r.error.clone(),
-                original: r.original.clone(),
-                event_kind: Some(kind_label.into()),
-                source_file: Some(file_name.clone()),
-                source_line: Some(r.line as i64),
-                source_topic: None,
-                source_partition: None,
-                source_offset: None,
-                failed_at: to_millis(Utc::now()),
-            })
-            .await?;
-        metrics.rejected.with_label_values(&[kind_label, r.reason]).inc();
-    }
-    let mut in_flight = FuturesUnordered::new();
-    for (_, event) in import.events {
-        let mut event = Event::TicketTime(event);
-        event.header_mut().ingest_time = to_millis(Utc::now());
-        let payload = EventCodec::encode_event(&event).map_err(KafkaError::from)?;
-        let key = event_key(&event.header().tenant).to_string();
-        let (producer, topic) = (producer.clone(), topic.clone());
-        in_flight.push(async move { meter_kafka::publish(&producer, &topic, &key, &payload).await });
-    }
-    let mut published = 0u64;
-    while let Some(result) = in_flight.next().await {
-        result?;
-        published += 1;
-    }
-    metrics.read.with_label_values(&[kind_label]).inc_by(import.rows);
-    metrics.published.with_label_values(&[kind_label]).inc_by(published);
-    if published > 0 {
-        metrics.last_success.with_label_values(&["csv"]).set(Utc::now().timestamp());
-    }
+    let import_target = collector_file::FileImport {
+        component: CSV_COMPONENT,
+        kind: EventKind::TicketTime,
+        source_label: "csv",
+        file_name: &file_name,
+        rows: import.rows,
+    };
+    let events = std::mem::take(&mut import.events).into_iter().map(|(_, e)| Event::TicketTime(e)).collect();
+    let rejections = import.rejections.iter().map(|r| collector_file::RowRejection {
+        line: r.line,
+        reason: r.reason,
+        error: &r.error,
+        original: &r.original,
+    });
+    let published = import_target.publish(meter, producer, metrics, events, rejections).await?;
     tracing::info!(file = %file_name, rows = import.rows, published, skipped = import.skipped,
         rejected = import.rejections.len(), "CSV collected");
     Ok(CsvReport { rows: import.rows, published, skipped: import.skipped, rejections: import.rejections })

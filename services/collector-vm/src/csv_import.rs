@@ -24,11 +24,9 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use collector_file::CollectorMetrics;
-use futures::stream::{FuturesUnordered, StreamExt};
 use meter_config::MeterConfig;
-use meter_kafka::{event_key, event_topic, DeadLetters, KafkaError};
 use meter_model::codec::to_millis;
-use meter_model::{DeadLetter, Event, EventCodec, EventHeader, EventKind, SlaTier, VmTransition, VmUsage};
+use meter_model::{Event, EventHeader, EventKind, SlaTier, VmTransition, VmUsage};
 use rdkafka::producer::FutureProducer;
 
 use crate::VmError;
@@ -205,50 +203,23 @@ pub fn read_csv(path: &Path) -> Result<CsvImport, VmError> {
 /// Reads `path` with [`read_csv`], dead-letters its bad rows and publishes
 /// its events (acknowledged), keyed by tenant.
 pub async fn publish_csv(meter: &MeterConfig, producer: &FutureProducer, metrics: &CollectorMetrics, path: &Path) -> Result<CsvReport, VmError> {
-    let import = read_csv(path)?;
-    let kind = EventKind::VmUsage;
-    let kind_label = kind.slug();
-    let topic = event_topic(&meter.topics, kind).to_string();
+    let mut import = read_csv(path)?;
     let file_name = path.display().to_string();
-    let dead_letters = DeadLetters::with_producer(producer.clone(), meter.topics.dead_letters.clone());
-    for r in &import.rejections {
-        tracing::warn!(file = %file_name, line = r.line, reason = r.reason, error = %r.error, "rejected row");
-        dead_letters
-            .send(&DeadLetter {
-                component: CSV_COMPONENT.into(),
-                error_kind: r.reason.into(),
-                error: r.error.clone(),
-                original: r.original.clone(),
-                event_kind: Some(kind_label.into()),
-                source_file: Some(file_name.clone()),
-                source_line: Some(r.line as i64),
-                source_topic: None,
-                source_partition: None,
-                source_offset: None,
-                failed_at: to_millis(Utc::now()),
-            })
-            .await?;
-        metrics.rejected.with_label_values(&[kind_label, r.reason]).inc();
-    }
-    let mut in_flight = FuturesUnordered::new();
-    for (_, event) in import.events {
-        let mut event = Event::VmUsage(event);
-        event.header_mut().ingest_time = to_millis(Utc::now());
-        let payload = EventCodec::encode_event(&event).map_err(KafkaError::from)?;
-        let key = event_key(&event.header().tenant).to_string();
-        let (producer, topic) = (producer.clone(), topic.clone());
-        in_flight.push(async move { meter_kafka::publish(&producer, &topic, &key, &payload).await });
-    }
-    let mut published = 0u64;
-    while let Some(result) = in_flight.next().await {
-        result?;
-        published += 1;
-    }
-    metrics.read.with_label_values(&[kind_label]).inc_by(import.rows);
-    metrics.published.with_label_values(&[kind_label]).inc_by(published);
-    if published > 0 {
-        metrics.last_success.with_label_values(&["vm-csv"]).set(Utc::now().timestamp());
-    }
+    let import_target = collector_file::FileImport {
+        component: CSV_COMPONENT,
+        kind: EventKind::VmUsage,
+        source_label: "vm-csv",
+        file_name: &file_name,
+        rows: import.rows,
+    };
+    let events = std::mem::take(&mut import.events).into_iter().map(|(_, e)| Event::VmUsage(e)).collect();
+    let rejections = import.rejections.iter().map(|r| collector_file::RowRejection {
+        line: r.line,
+        reason: r.reason,
+        error: &r.error,
+        original: &r.original,
+    });
+    let published = import_target.publish(meter, producer, metrics, events, rejections).await?;
     tracing::info!(file = %file_name, rows = import.rows, published, rejected = import.rejections.len(), "VM CSV collected");
     Ok(CsvReport { rows: import.rows, published, rejections: import.rejections })
 }
