@@ -5,6 +5,17 @@
 
 use std::collections::HashMap;
 
+/// A row that was not turned into an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvRejection {
+    /// Line number in the file (the header is line 1).
+    pub line: u64,
+    pub reason: &'static str,
+    pub error: String,
+    /// The row as written in the file.
+    pub original: Vec<u8>,
+}
+
 /// One data row.
 #[derive(Debug)]
 pub struct CsvRow {

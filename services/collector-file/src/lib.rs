@@ -143,12 +143,21 @@ impl<R: BufRead> JsonLines<R> {
     }
 }
 
-/// A row of a file a collector refused: where it was and why.
-pub struct RowRejection<'a> {
-    pub line: u64,
-    pub reason: &'static str,
-    pub error: &'a str,
-    pub original: &'a [u8],
+/// The dead letter of a refused line or row of a file.
+pub fn file_dead_letter(component: &str, kind: EventKind, file: &str, line: u64, reason: &str, error: &str, original: &[u8]) -> DeadLetter {
+    DeadLetter {
+        component: component.into(),
+        error_kind: reason.into(),
+        error: error.into(),
+        original: original.to_vec(),
+        event_kind: Some(kind.slug().into()),
+        source_file: Some(file.into()),
+        source_line: Some(line as i64),
+        source_topic: None,
+        source_partition: None,
+        source_offset: None,
+        failed_at: to_millis(Utc::now()),
+    }
 }
 
 /// What a whole-file import publishes: dead-letters the refused rows (with
@@ -165,32 +174,20 @@ pub struct FileImport<'a> {
 }
 
 impl FileImport<'_> {
-    pub async fn publish<'r>(
+    pub async fn publish(
         &self,
         config: &MeterConfig,
         producer: &FutureProducer,
         metrics: &CollectorMetrics,
         events: Vec<Event>,
-        rejections: impl IntoIterator<Item = RowRejection<'r>>,
+        rejections: &[csv_table::CsvRejection],
     ) -> Result<u64, KafkaError> {
         let kind_label = self.kind.slug();
         let dead_letters = DeadLetters::with_producer(producer.clone(), config.topics.dead_letters.clone());
         for r in rejections {
             tracing::warn!(file = %self.file_name, line = r.line, reason = r.reason, error = %r.error, "rejected row");
             dead_letters
-                .send(&DeadLetter {
-                    component: self.component.into(),
-                    error_kind: r.reason.into(),
-                    error: r.error.to_string(),
-                    original: r.original.to_vec(),
-                    event_kind: Some(kind_label.into()),
-                    source_file: Some(self.file_name.into()),
-                    source_line: Some(r.line as i64),
-                    source_topic: None,
-                    source_partition: None,
-                    source_offset: None,
-                    failed_at: to_millis(Utc::now()),
-                })
+                .send(&file_dead_letter(self.component, self.kind, self.file_name, r.line, r.reason, &r.error, &r.original))
                 .await?;
             metrics.rejected.with_label_values(&[kind_label, r.reason]).inc();
         }
@@ -282,19 +279,7 @@ pub async fn collect_file(
                 progress.suspend(|| tracing::warn!(file = %file_name, line = line_number, reason, %error, "rejected line"));
                 metrics.rejected.with_label_values(&[kind_label, reason]).inc();
                 dead_letters
-                    .send(&DeadLetter {
-                        component: "collector-file".into(),
-                        error_kind: reason.into(),
-                        error: error.clone(),
-                        original: raw.clone(),
-                        event_kind: Some(kind_label.into()),
-                        source_file: Some(file_name.clone()),
-                        source_line: Some(line_number as i64),
-                        source_topic: None,
-                        source_partition: None,
-                        source_offset: None,
-                        failed_at: to_millis(Utc::now()),
-                    })
+                    .send(&file_dead_letter("collector-file", kind, &file_name, line_number, reason, &error, &raw))
                     .await?;
                 report.rejections.push(Rejection { line: line_number, reason, error });
             }

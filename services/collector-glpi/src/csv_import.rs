@@ -61,16 +61,7 @@ pub const CSV_COLUMNS: [&str; 13] = [
 /// The dead-letter component of CSV rows.
 pub const CSV_COMPONENT: &str = "collector-csv";
 
-/// A row that was not turned into an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CsvRejection {
-    /// Line number in the file (the header is line 1).
-    pub line: u64,
-    pub reason: &'static str,
-    pub error: String,
-    /// The row as written in the file.
-    pub original: Vec<u8>,
-}
+pub use collector_file::csv_table::CsvRejection;
 
 /// What a file holds.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -250,13 +241,7 @@ pub async fn publish_csv(
         rows: import.rows,
     };
     let events = std::mem::take(&mut import.events).into_iter().map(|(_, e)| Event::TicketTime(e)).collect();
-    let rejections = import.rejections.iter().map(|r| collector_file::RowRejection {
-        line: r.line,
-        reason: r.reason,
-        error: &r.error,
-        original: &r.original,
-    });
-    let published = import_target.publish(meter, producer, metrics, events, rejections).await?;
+    let published = import_target.publish(meter, producer, metrics, events, &import.rejections).await?;
     tracing::info!(file = %file_name, rows = import.rows, published, skipped = import.skipped,
         rejected = import.rejections.len(), "CSV collected");
     Ok(CsvReport { rows: import.rows, published, skipped: import.skipped, rejections: import.rejections })

@@ -56,16 +56,7 @@ pub const CSV_COLUMNS: [&str; 18] = [
 /// The dead-letter component of CSV rows.
 pub const CSV_COMPONENT: &str = "collector-vm-csv";
 
-/// A row that was not turned into an event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CsvRejection {
-    /// Line number in the file (the header is line 1).
-    pub line: u64,
-    pub reason: &'static str,
-    pub error: String,
-    /// The row as written in the file.
-    pub original: Vec<u8>,
-}
+pub use collector_file::csv_table::CsvRejection;
 
 /// What a file holds.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -213,13 +204,7 @@ pub async fn publish_csv(meter: &MeterConfig, producer: &FutureProducer, metrics
         rows: import.rows,
     };
     let events = std::mem::take(&mut import.events).into_iter().map(|(_, e)| Event::VmUsage(e)).collect();
-    let rejections = import.rejections.iter().map(|r| collector_file::RowRejection {
-        line: r.line,
-        reason: r.reason,
-        error: &r.error,
-        original: &r.original,
-    });
-    let published = import_target.publish(meter, producer, metrics, events, rejections).await?;
+    let published = import_target.publish(meter, producer, metrics, events, &import.rejections).await?;
     tracing::info!(file = %file_name, rows = import.rows, published, rejected = import.rejections.len(), "VM CSV collected");
     Ok(CsvReport { rows: import.rows, published, rejections: import.rejections })
 }

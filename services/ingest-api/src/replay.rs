@@ -26,14 +26,14 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use collector_file::{CollectError, CollectorMetrics, JsonLine, JsonLines};
+use collector_file::{file_dead_letter, CollectError, CollectorMetrics, JsonLine, JsonLines};
 use futures::stream::{FuturesUnordered, StreamExt};
 use governor::{Quota, RateLimiter};
 use indicatif::{ProgressBar, ProgressStyle};
 use meter_config::MeterConfig;
 use meter_kafka::{event_key, event_topic, DeadLetters, KafkaError};
 use meter_model::codec::to_millis;
-use meter_model::{DeadLetter, EventCodec, EventKind};
+use meter_model::{EventCodec, EventKind};
 use rdkafka::producer::FutureProducer;
 use sha2::{Digest, Sha256};
 
@@ -207,19 +207,7 @@ pub async fn replay(
                     progress.suspend(|| tracing::warn!(file = %file_name, line = line_number, reason, %error, "rejected line"));
                     metrics.rejected.with_label_values(&[kind_label, reason]).inc();
                     dead_letters
-                        .send(&DeadLetter {
-                            component: COMPONENT.into(),
-                            error_kind: reason.into(),
-                            error: error.clone(),
-                            original: raw.clone(),
-                            event_kind: Some(kind_label.into()),
-                            source_file: Some(file_name.clone()),
-                            source_line: Some(line_number as i64),
-                            source_topic: None,
-                            source_partition: None,
-                            source_offset: None,
-                            failed_at: to_millis(Utc::now()),
-                        })
+                        .send(&file_dead_letter(COMPONENT, kind, &file_name, line_number, reason, &error, &raw))
                         .await?;
                     summary.rejections.push(ReplayRejection { file: file_name.clone(), line: line_number, reason, error });
                 }
