@@ -267,6 +267,8 @@ fn expected(
             domain: domain.into(),
             event_time: utc(modified),
             ingest_time: DateTime::<Utc>::UNIX_EPOCH,
+            version: 0,
+            deleted: false,
         },
         ticket_id: ticket.to_string(),
         task_id: task.to_string(),

@@ -87,7 +87,7 @@ impl TestEnv {
         config.sink.max_backoff_ms = 2000;
         config.collector.metrics_listen = String::new();
         config.price_book = repo_root().join("config/price-book.toml");
-        config.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "Europe/Paris".into() });
+        config.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "Europe/Paris".into(), period_grace_days: None });
         create_topics(&config).await;
         let config_path = dir.path().join("meter.toml");
         std::fs::write(&config_path, toml::to_string(&config).expect("config serializes")).expect("write config");

@@ -71,8 +71,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = CheckpointStore::new(dir.path()).unwrap();
         assert_eq!(store.load("t", 0).unwrap(), PartitionState::default());
-        let mut state = PartitionState { next_offset: 42, ..Default::default() };
-        state.seen.insert(("glpi".into(), "7".into()), chrono::Utc::now());
+        let mut state = PartitionState::default();
+        state.next_offset = 42;
+        state.closed_events.insert(
+            meter_model::EventKey { tenant: "acme".into(), source: "glpi".into(), event_id: "7".into() },
+            chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default(),
+        );
         store.save("t", 0, &state).unwrap();
         assert_eq!(store.load("t", 0).unwrap(), state);
         std::fs::write(dir.path().join("t-1.json"), b"{truncated").unwrap();

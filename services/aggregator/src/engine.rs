@@ -1,30 +1,72 @@
-//! The deterministic heart of the aggregator: applies events of one input
-//! partition, in offset order, to that partition's state.
+//! The deterministic heart of the aggregator: applies the records of one
+//! input partition, in offset order, to that partition's state.
 //!
 //! Determinism is the basis of the output guarantee: an aggregate's revision
-//! is the input offset (+1) of the last event that changed it, so its content
-//! at a given revision is a function of the partition's input alone. A replay
-//! after a crash re-emits the same revisions with the same content, which
-//! consumers (and ClickHouse's ReplacingMergeTree) absorb.
+//! is the input offset (+1) of the last record that changed it, and every
+//! decision depends only on the partition's records and the configuration
+//! (tenant zones and grace, price book). Wall-clock decisions (a month
+//! closes, a running VM is billed up to a day boundary) are taken when a
+//! [`PeriodControl`] record written into the partition is applied, so a
+//! rebuild of the partition from its first offset emits the same revisions
+//! with the same content.
+//!
+//! The unit that closes is the tenant's **billing month**: an event counts,
+//! and revises its day, week, month and year windows, while its month is
+//! open. A month closes when a recorded clock passes its end plus the
+//! tenant's grace (in the tenant's zone), or on an explicit, recorded close.
+//! An event whose month is closed (by the partition's records, or already by
+//! its own `ingest_time`) is late: it goes to the late topic and changes
+//! nothing. At a close, every aggregate whose last day lies in a closed month
+//! is emitted final and forgotten.
+//!
+//! Events are identified by (tenant, source, event_id). While their month is
+//! open, a higher `version` replaces the earlier contribution in every window
+//! it touched, `deleted` retracts it, and the same version counts once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
+use meter_config::{MeterConfig, TenantCalendar};
 use meter_model::*;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::pricing::{PriceBook, Prices, RatingError};
-use crate::windows::{split_interval, window_of, Window};
+use crate::windows::{next_period_first_day, period_first_day, split_interval, start_of_local_day, window_of, Window};
 
-/// Settings the engine needs, resolved from the configuration.
+/// Settings the engine needs, resolved once from the configuration.
 pub struct EngineSettings {
     pub periods: Vec<Period>,
-    pub allowed_lateness: Duration,
-    pub dedup_horizon: Duration,
-    pub zone_of: Box<dyn Fn(&str) -> Tz + Send + Sync>,
+    pub calendar: TenantCalendar,
+    pub limits: Limits,
+    pub max_open_aggregates_per_tenant: usize,
+    /// How long identities of closed events are kept (corrections of them go late).
+    pub closed_event_retention: Duration,
+    /// Reprocessing: no month is closed, nothing is judged late.
+    pub everything_open: bool,
+}
+
+impl EngineSettings {
+    pub fn from_config(config: &MeterConfig) -> Self {
+        EngineSettings {
+            periods: Period::ALL.to_vec(),
+            calendar: config.calendar(),
+            limits: Limits {
+                max_clock_skew: Duration::seconds(i64::try_from(config.aggregator.max_clock_skew_seconds).unwrap_or(i64::MAX / 1000)),
+            },
+            max_open_aggregates_per_tenant: config.aggregator.max_open_aggregates_per_tenant,
+            closed_event_retention: Duration::days(i64::from(config.aggregator.closed_event_retention_days)),
+            everything_open: false,
+        }
+    }
+}
+
+/// The largest quantity or cost an aggregate may reach: `decimal(28, 6)`
+/// holds 22 integer digits; one less leaves room for the last sum.
+fn max_amount() -> Decimal {
+    Decimal::from_i128_with_scale(10i128.pow(21), 0)
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,15 +82,21 @@ pub struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, o: &Counts) {
-        self.events += o.events;
-        self.incidents += o.incidents;
-        self.requests += o.requests;
-        self.ok += o.ok;
-        self.warning += o.warning;
-        self.ko += o.ko;
-        self.unknown += o.unknown;
-        self.missed += o.missed;
+    fn fields(&self) -> [i64; 8] {
+        [self.events, self.incidents, self.requests, self.ok, self.warning, self.ko, self.unknown, self.missed]
+    }
+
+    fn from_fields(f: [i64; 8]) -> Counts {
+        Counts { events: f[0], incidents: f[1], requests: f[2], ok: f[3], warning: f[4], ko: f[5], unknown: f[6], missed: f[7] }
+    }
+
+    fn combine(&self, other: &Counts, sign: i64) -> Counts {
+        let (a, b) = (self.fields(), other.fields());
+        Counts::from_fields(std::array::from_fn(|i| a[i] + sign * b[i]))
+    }
+
+    fn is_zero(&self) -> bool {
+        self.fields().iter().all(|v| *v == 0)
     }
 }
 
@@ -64,6 +112,9 @@ pub struct AggregateState {
     pub window_start: DateTime<Utc>,
     pub window_end: DateTime<Utc>,
     pub window_label: String,
+    /// The month (first day) of the window's last local day: the window is
+    /// final once that month is closed.
+    pub last_month: NaiveDate,
     pub metric: String,
     pub unit: String,
     pub dimensions: BTreeMap<String, String>,
@@ -74,15 +125,89 @@ pub struct AggregateState {
     pub cost_numerator: Decimal,
     pub counts: Counts,
     pub revision: i64,
+    /// Timestamp of the record that made the revision (emitted as `emitted_at`).
+    pub revision_time: DateTime<Utc>,
     pub dirty: bool,
 }
 
-/// A VM's last known lifecycle state, for time-weighting.
+/// What an event added to one aggregate, kept so a correction or a deletion
+/// can take it back exactly.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VmState {
-    pub since: DateTime<Utc>,
-    pub running: bool,
-    pub last: VmUsage,
+pub struct Part {
+    pub aggregate: String,
+    pub base: Decimal,
+    pub cost: Decimal,
+}
+
+/// An event counted in an open month.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountedEvent {
+    pub version: i64,
+    pub deleted: bool,
+    /// Month (first day, tenant's zone) the event belongs to.
+    pub month: NaiveDate,
+    /// Same counts for every part of the event.
+    pub counts: Counts,
+    /// Empty for VM lifecycle transitions (their VM's timeline bills them).
+    pub parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VmMode {
+    /// Billed from time-weighted SAMPLEs.
+    Samples,
+    /// Billed from CREATE/START/RESIZE/STOP/DELETE transitions.
+    Lifecycle,
+}
+
+/// A lifecycle transition kept while its month is open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub at: DateTime<Utc>,
+    pub offset: i64,
+    pub usage: VmUsage,
+}
+
+impl Transition {
+    /// Order of transitions: by instant, then STOP after START at the same
+    /// instant (so a START and a STOP at one instant bill nothing, in either
+    /// arrival order), then arrival.
+    fn sort_key(&self) -> (DateTime<Utc>, u8, i64) {
+        let rank = match self.usage.transition {
+            VmTransition::Create => 0,
+            VmTransition::Start => 1,
+            VmTransition::Resize => 2,
+            VmTransition::Stop => 3,
+            VmTransition::Delete => 4,
+            VmTransition::Sample => 5,
+        };
+        (self.at, rank, self.offset)
+    }
+}
+
+/// Amounts a VM's timeline put into one open aggregate.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Billed {
+    pub base: Decimal,
+    pub cost: Decimal,
+    pub pieces: i64,
+}
+
+/// One VM's billing: its state at the start of the tenant's first open month
+/// and its transitions since. Its bill for open time is a function of these
+/// and of the recorded clock, recomputed on every change, so transitions may
+/// arrive in any order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmTimeline {
+    pub tenant: String,
+    pub mode: VmMode,
+    /// Configuration and running flag before the first kept transition
+    /// (None: the VM did not exist, or was deleted).
+    pub initial: Option<(VmUsage, bool)>,
+    pub transitions: Vec<Transition>,
+    pub billed: BTreeMap<String, Billed>,
+    /// Latest month with activity (samples mode: forgotten once it closes).
+    pub last_month: NaiveDate,
 }
 
 /// Everything the aggregator keeps for one input partition; checkpointed
@@ -91,299 +216,734 @@ pub struct VmState {
 pub struct PartitionState {
     /// First offset not yet applied.
     pub next_offset: i64,
-    /// Highest event time seen: the partition's watermark.
-    pub watermark: Option<DateTime<Utc>>,
+    /// Latest wall clock recorded in this partition (CLOCK control records).
+    pub clock: Option<DateTime<Utc>>,
+    /// Explicit closes: tenant -> last closed month (first day).
+    pub closed_through: BTreeMap<String, NaiveDate>,
     pub aggregates: BTreeMap<String, AggregateState>,
-    /// (source, event_id) -> event time, for deduplication within the horizon.
-    #[serde(with = "seen_as_list")]
-    pub seen: HashMap<(String, String), DateTime<Utc>>,
-    pub vms: BTreeMap<String, VmState>,
+    /// Open aggregates per tenant (the per-tenant cap).
+    pub open_per_tenant: BTreeMap<String, usize>,
+    /// Events counted in open months, by identity.
+    #[serde(with = "as_list")]
+    pub events: HashMap<EventKey, CountedEvent>,
+    /// Identities of events of closed months -> the clock at their close.
+    #[serde(with = "as_list")]
+    pub closed_events: HashMap<EventKey, DateTime<Utc>>,
+    /// VMs by (tenant, vm_id).
+    pub vms: BTreeMap<String, VmTimeline>,
+    /// Finals produced by a close, emitted at the next flush (a checkpoint
+    /// is only written after they are acknowledged).
+    #[serde(skip)]
+    pending_finals: Vec<Aggregate>,
 }
 
-mod seen_as_list {
-    use super::*;
-    use serde::{Deserializer, Serializer};
+mod as_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::HashMap;
+    use std::hash::Hash;
 
-    pub fn serialize<S: Serializer>(map: &HashMap<(String, String), DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-        let mut list: Vec<(&String, &String, &DateTime<Utc>)> = map.iter().map(|((a, b), t)| (a, b, t)).collect();
-        list.sort();
-        serde::Serialize::serialize(&list, s)
+    pub fn serialize<K: Serialize + Ord, V: Serialize, S: Serializer>(map: &HashMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+        let mut list: Vec<(&K, &V)> = map.iter().collect();
+        list.sort_by(|a, b| a.0.cmp(b.0));
+        list.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<(String, String), DateTime<Utc>>, D::Error> {
-        let list: Vec<(String, String, DateTime<Utc>)> = Deserialize::deserialize(d)?;
-        Ok(list.into_iter().map(|(a, b, t)| ((a, b), t)).collect())
+    pub fn deserialize<'de, K: Deserialize<'de> + Eq + Hash, V: Deserialize<'de>, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<HashMap<K, V>, D::Error> {
+        let list: Vec<(K, V)> = Deserialize::deserialize(d)?;
+        Ok(list.into_iter().collect())
     }
 }
 
-/// What became of one event.
+/// Why an event was set aside for the late topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LateReason {
+    /// Its billing month is closed.
+    PeriodClosed,
+    /// It re-sends (or corrects) an event of a closed month.
+    ClosedEventResent,
+}
+
+impl LateReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            LateReason::PeriodClosed => "period_closed",
+            LateReason::ClosedEventResent => "closed_event_resent",
+        }
+    }
+}
+
+/// Why an event was refused (dead-lettered).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error("event is not stamped by a collector (ingest_time unset)")]
+    Unstamped,
+    #[error(transparent)]
+    Unrated(#[from] RatingError),
+    #[error("tenant {tenant} already holds {limit} open aggregates (aggregator.max_open_aggregates_per_tenant); a free-text dimension may be exploding")]
+    TenantAggregateLimit { tenant: String, limit: usize },
+    #[error("VM {vm_id} is billed from {mode}; a VM must send either SAMPLEs or lifecycle transitions, not both")]
+    VmModeConflict { vm_id: String, mode: &'static str },
+    #[error("a VM lifecycle transition cannot be corrected or deleted; send the transition that happened instead")]
+    VmTransitionCorrection,
+    #[error("the aggregate's quantity or cost would exceed 10^21 (an overflowing input)")]
+    Overflow,
+}
+
+impl Refusal {
+    /// Bounded reason label for metrics and dead letters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Invalid(_) => "invalid_event",
+            Refusal::Unstamped => "unstamped_event",
+            Refusal::Unrated(RatingError::Overflow) => "overflow",
+            Refusal::Unrated(_) => "unrated",
+            Refusal::TenantAggregateLimit { .. } => "tenant_aggregate_limit",
+            Refusal::VmModeConflict { .. } => "vm_mode_conflict",
+            Refusal::VmTransitionCorrection => "vm_transition_correction",
+            Refusal::Overflow => "overflow",
+        }
+    }
+}
+
+/// What became of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Added to its windows.
+    /// A new event, added to its windows.
     Counted,
-    /// Same (source, event_id) already counted.
+    /// A higher version replaced the earlier contribution.
+    Corrected,
+    /// A deletion took the earlier contribution back.
+    Retracted,
+    /// Same (or an older) version of a counted event.
     Duplicate,
-    /// Its day window closed (watermark past end + allowed lateness), or a VM
-    /// transition older than the VM's last one: kept aside for reprocessing.
-    Late { reason: &'static str },
-    /// Could not be rated: dead-letter it.
-    Unrated(RatingError),
+    /// Its month is closed: kept aside for the late topic.
+    Late(LateReason),
+    /// Dead-letter it.
+    Refused(Refusal),
+    /// A control record was applied.
+    Control,
 }
 
-/// One piece of an event's effect on one aggregate.
-struct Contribution {
+/// Where an aggregate belongs and what it measures: everything needed to
+/// create it, shared by the parts of one event.
+#[derive(Debug, Clone)]
+struct Target {
+    kind: EventKind,
+    tenant: String,
+    subsidiary: String,
+    domain: String,
+    zone: Tz,
     period: Period,
     window: Window,
     metric: &'static str,
     unit: &'static str,
     quantity_divisor: Decimal,
     divisor: Decimal,
-    /// Shared by the contributions of one event: cloned only when an
-    /// aggregate is created.
     dimensions: Rc<BTreeMap<String, String>>,
+}
+
+impl Target {
+    fn id(&self) -> String {
+        aggregate_id(
+            self.kind,
+            &self.tenant,
+            &self.subsidiary,
+            &self.domain,
+            self.period,
+            self.window.start,
+            self.metric,
+            &self.dimensions,
+        )
+    }
+
+    fn open(&self) -> AggregateState {
+        let last_day = self.window.end - Duration::milliseconds(1);
+        AggregateState {
+            kind: self.kind,
+            tenant: self.tenant.clone(),
+            subsidiary: self.subsidiary.clone(),
+            domain: self.domain.clone(),
+            period: self.period,
+            time_zone: self.zone.name().to_string(),
+            window_start: self.window.start,
+            window_end: self.window.end,
+            window_label: self.window.label(),
+            last_month: month_of(self.zone, last_day),
+            metric: self.metric.to_string(),
+            unit: self.unit.to_string(),
+            dimensions: (*self.dimensions).clone(),
+            quantity_divisor: self.quantity_divisor,
+            divisor: self.divisor,
+            base_quantity: Decimal::ZERO,
+            cost_numerator: Decimal::ZERO,
+            counts: Counts::default(),
+            revision: 0,
+            revision_time: DateTime::<Utc>::UNIX_EPOCH,
+            dirty: false,
+        }
+    }
+}
+
+/// One change to one aggregate, computed before anything is mutated.
+struct Change {
+    id: String,
+    /// How to create the aggregate if it is not open (None: it must be).
+    target: Option<Rc<Target>>,
     base: Decimal,
-    cost_numerator: Decimal,
+    cost: Decimal,
     counts: Counts,
 }
 
-const SECONDS_PER_HOUR: i64 = 3600;
+/// The first day of the month containing `t` in `tz`.
+pub fn month_of(tz: Tz, t: DateTime<Utc>) -> NaiveDate {
+    period_first_day(Period::Month, t.with_timezone(&tz).date_naive())
+}
+
+/// Parses `YYYY-MM` into the month's first day.
+pub fn parse_month(text: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d").ok()
+}
+
+/// The instant the month starting at `month` ends, in `tz`.
+pub fn month_end(tz: Tz, month: NaiveDate) -> DateTime<Utc> {
+    start_of_local_day(tz, next_period_first_day(Period::Month, month))
+}
+
+/// When the month closes by the clock: its end plus the grace.
+pub fn close_instant(tz: Tz, grace_days: u32, month: NaiveDate) -> Option<DateTime<Utc>> {
+    month_end(tz, month).checked_add_signed(Duration::days(i64::from(grace_days)))
+}
+
+/// The first open month of a tenant given a clock and an explicit close,
+/// or None when every month is open.
+pub fn first_open_month(tz: Tz, grace_days: u32, clock: Option<DateTime<Utc>>, closed_through: Option<NaiveDate>) -> Option<NaiveDate> {
+    // close_instant(M) <= clock  <=>  end(M) <= clock - grace  <=>  M < month_of(clock - grace)
+    let by_clock = clock.and_then(|c| c.checked_sub_signed(Duration::days(i64::from(grace_days)))).map(|t| month_of(tz, t));
+    let by_close = closed_through.map(|m| next_period_first_day(Period::Month, m));
+    by_clock.max(by_close)
+}
+
+fn vm_key(tenant: &str, vm_id: &str) -> String {
+    format!("{tenant}\u{1f}{vm_id}")
+}
 
 impl PartitionState {
-    /// Applies the event at `offset`. The caller guarantees offsets arrive in
-    /// increasing order and skips those below `next_offset`.
-    pub fn apply(&mut self, offset: i64, event: &Event, settings: &EngineSettings, book: &PriceBook) -> Outcome {
-        self.next_offset = offset + 1;
-        let header = event.header();
-        let key = (header.source.clone(), header.event_id.clone());
-        if self.seen.contains_key(&key) {
-            return Outcome::Duplicate;
-        }
-        let tz = (settings.zone_of)(&header.tenant);
-        let earliest = match event {
-            Event::VmUsage(v) if v.transition == VmTransition::Sample => {
-                header.event_time - Duration::seconds(i64::from(v.sample_interval_seconds))
-            }
-            _ => header.event_time,
-        };
-        if self.is_closed(window_of(Period::Day, tz, earliest).end, settings) {
-            return Outcome::Late { reason: "window_closed" };
-        }
-        let contributions = match self.contributions(event, tz, settings, book) {
-            Ok(c) => c,
-            Err(Outcome::Late { reason }) => return Outcome::Late { reason },
-            Err(Outcome::Unrated(e)) => return Outcome::Unrated(e),
-            Err(other) => return other,
-        };
-        if let Event::VmUsage(v) = event {
-            if v.transition != VmTransition::Sample {
-                self.vms.insert(
-                    vm_key(v),
-                    VmState {
-                        since: header.event_time,
-                        running: matches!(v.transition, VmTransition::Create | VmTransition::Start | VmTransition::Resize),
-                        last: v.clone(),
-                    },
-                );
-            }
-        }
-        for c in contributions {
-            self.add(event.kind(), header, tz, offset, c);
-        }
-        self.seen.insert(key, header.event_time);
-        if self.watermark.is_none_or(|w| header.event_time > w) {
-            self.watermark = Some(header.event_time);
-        }
-        Outcome::Counted
-    }
-
     /// Marks that an offset was consumed without effect (dead-lettered or late).
     pub fn skip(&mut self, offset: i64) {
         self.next_offset = offset + 1;
     }
 
-    fn is_closed(&self, window_end: DateTime<Utc>, settings: &EngineSettings) -> bool {
-        self.watermark.is_some_and(|w| window_end + settings.allowed_lateness <= w)
+    fn tenant_first_open(&self, tenant: &str, settings: &EngineSettings) -> Option<NaiveDate> {
+        if settings.everything_open {
+            return None;
+        }
+        let c = &settings.calendar;
+        first_open_month(c.zone(tenant), c.grace_days(tenant), self.clock, self.closed_through.get(tenant).copied())
     }
 
-    fn contributions(
-        &self,
+    /// Whether `month` of `tenant` is closed for an event stamped at `ingest`.
+    fn is_closed(&self, tenant: &str, month: NaiveDate, ingest: DateTime<Utc>, settings: &EngineSettings) -> bool {
+        if settings.everything_open {
+            return false;
+        }
+        if self.tenant_first_open(tenant, settings).is_some_and(|open| month < open) {
+            return true;
+        }
+        // The event's own stamp is a clock recorded in the stream too: an
+        // event received after its month closed is late even before the
+        // partition's next clock record.
+        let c = &settings.calendar;
+        close_instant(c.zone(tenant), c.grace_days(tenant), month).is_some_and(|at| ingest >= at)
+    }
+
+    /// Applies the event at `offset`, whose record was written at `at`.
+    /// The caller guarantees offsets arrive in increasing order.
+    pub fn apply(&mut self, offset: i64, at: DateTime<Utc>, event: &Event, settings: &EngineSettings, book: &PriceBook) -> Outcome {
+        self.next_offset = offset + 1;
+        let h = event.header();
+        if let Err(e) = event.validate_with(&settings.limits) {
+            return Outcome::Refused(Refusal::Invalid(e));
+        }
+        if h.ingest_time == DateTime::<Utc>::UNIX_EPOCH && !settings.everything_open {
+            return Outcome::Refused(Refusal::Unstamped);
+        }
+        let tz = settings.calendar.zone(&h.tenant);
+        let earliest = match event {
+            Event::VmUsage(v) if v.transition == VmTransition::Sample => {
+                h.event_time - Duration::seconds(i64::from(v.sample_interval_seconds))
+            }
+            _ => h.event_time,
+        };
+        let month = month_of(tz, earliest);
+        if self.is_closed(&h.tenant, month, h.ingest_time, settings) {
+            return Outcome::Late(LateReason::PeriodClosed);
+        }
+        let key = h.key();
+        let previous = self.events.get(&key);
+        let is_resend = previous.is_some();
+        if let Some(prev) = previous {
+            let newer = h.version > prev.version || (h.version == prev.version && h.deleted && !prev.deleted);
+            if !newer {
+                return Outcome::Duplicate;
+            }
+        } else if self.closed_events.contains_key(&key) {
+            return Outcome::Late(LateReason::ClosedEventResent);
+        }
+        let result = match event {
+            Event::VmUsage(v) if v.transition != VmTransition::Sample => self.apply_transition(offset, at, v, month, is_resend, settings, book),
+            _ => self.apply_self_contained(offset, at, event, month, tz, settings, book),
+        };
+        match result {
+            Ok(outcome) => outcome,
+            Err(refusal) => Outcome::Refused(refusal),
+        }
+    }
+
+    /// Tickets, checks and VM samples: each event owns its contribution.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_self_contained(
+        &mut self,
+        offset: i64,
+        at: DateTime<Utc>,
         event: &Event,
+        month: NaiveDate,
         tz: Tz,
         settings: &EngineSettings,
         book: &PriceBook,
-    ) -> Result<Vec<Contribution>, Outcome> {
-        let header = event.header();
-        let mut out = Vec::new();
-        match event {
-            Event::TicketTime(t) => {
-                let rate = book.ticket_hour(&header.tenant, header.event_time, t.technician_profile).map_err(Outcome::Unrated)?;
-                let minutes = Decimal::from(t.minutes_worked);
-                let counts = Counts {
-                    events: 1,
-                    incidents: i64::from(t.ticket_type == TicketType::Incident),
-                    requests: i64::from(t.ticket_type == TicketType::Request),
-                    ..Counts::default()
-                };
-                let dims = Rc::new(ticket_dimensions(t));
-                for &period in &settings.periods {
-                    out.push(Contribution {
-                        period,
-                        window: window_of(period, tz, header.event_time),
-                        metric: "ticket.time",
-                        unit: "minute",
-                        quantity_divisor: Decimal::ONE,
-                        divisor: Decimal::from(60),
-                        dimensions: dims.clone(),
-                        base: minutes,
-                        cost_numerator: minutes * rate,
-                        counts: counts.clone(),
-                    });
-                }
-            }
-            Event::CheckResult(c) => {
-                let price = if c.status == CheckStatus::Missed {
-                    Decimal::ZERO // a run not done is not billed
-                } else {
-                    book.check_run(&header.tenant, header.event_time, c.frequency).map_err(Outcome::Unrated)?
-                };
-                let counts = Counts {
-                    events: 1,
-                    ok: i64::from(c.status == CheckStatus::Ok),
-                    warning: i64::from(c.status == CheckStatus::Warning),
-                    ko: i64::from(c.status == CheckStatus::Ko),
-                    unknown: i64::from(c.status == CheckStatus::Unknown),
-                    missed: i64::from(c.status == CheckStatus::Missed),
-                    ..Counts::default()
-                };
-                let mut dims = BTreeMap::new();
-                dims.insert("check_name".to_string(), c.check_name.clone());
-                dims.insert("frequency".to_string(), c.frequency.avro_symbol().to_string());
-                let dims = Rc::new(dims);
-                for &period in &settings.periods {
-                    out.push(Contribution {
-                        period,
-                        window: window_of(period, tz, header.event_time),
-                        metric: "check.runs",
-                        unit: "run",
-                        quantity_divisor: Decimal::ONE,
-                        divisor: Decimal::ONE,
-                        dimensions: dims.clone(),
-                        base: Decimal::ONE,
-                        cost_numerator: price,
-                        counts: counts.clone(),
-                    });
-                }
-            }
-            Event::VmUsage(v) => {
-                let (from, to, usage) = match v.transition {
-                    VmTransition::Sample => {
-                        (header.event_time - Duration::seconds(i64::from(v.sample_interval_seconds)), header.event_time, Some(v))
-                    }
-                    _ => match self.vms.get(&vm_key(v)) {
-                        Some(prev) if header.event_time < prev.since => {
-                            return Err(Outcome::Late { reason: "vm_transition_out_of_order" })
-                        }
-                        Some(prev) if prev.running => (prev.since, header.event_time, Some(&prev.last)),
-                        _ => (header.event_time, header.event_time, None),
-                    },
-                };
-                if let Some(usage) = usage {
-                    // The event that closes an interval owns its usage; the
-                    // interval is priced piece by piece at each price change.
-                    let mut cuts = vec![from];
-                    cuts.extend(book.change_instants(&header.tenant).into_iter().filter(|t| *t > from && *t < to));
-                    cuts.push(to);
-                    for piece in cuts.windows(2) {
-                        let prices = book.prices_at(&header.tenant, piece[0]).map_err(Outcome::Unrated)?;
-                        vm_contributions(usage, &prices, tz, piece[0], piece[1], settings, &mut out).map_err(Outcome::Unrated)?;
-                    }
+    ) -> Result<Outcome, Refusal> {
+        let h = event.header();
+        let key = h.key();
+        if let Event::VmUsage(v) = event {
+            if let Some(vm) = self.vms.get(&vm_key(&h.tenant, &v.vm_id)) {
+                if vm.mode != VmMode::Samples {
+                    return Err(Refusal::VmModeConflict { vm_id: v.vm_id.clone(), mode: "lifecycle transitions" });
                 }
             }
         }
-        Ok(out)
+        let previous = self.events.get(&key);
+        let had_previous = previous.is_some();
+        let mut changes = Vec::new();
+        if let Some(prev) = previous {
+            for part in &prev.parts {
+                changes.push(Change { id: part.aggregate.clone(), target: None, base: -part.base, cost: -part.cost, counts: Counts::default().combine(&prev.counts, -1) });
+            }
+        }
+        let (counts, new_changes) = if h.deleted { (Counts::default(), Vec::new()) } else { contributions(event, tz, settings, book)? };
+        let parts: Vec<Part> = new_changes.iter().map(|c| Part { aggregate: c.id.clone(), base: c.base, cost: c.cost }).collect();
+        changes.extend(new_changes);
+        self.commit(&h.tenant, offset, at, changes, settings)?;
+        let outcome = match (had_previous, h.deleted) {
+            (false, _) => Outcome::Counted,
+            (true, false) => Outcome::Corrected,
+            (true, true) => Outcome::Retracted,
+        };
+        self.events.insert(key, CountedEvent { version: h.version, deleted: h.deleted, month, counts, parts });
+        if let Event::VmUsage(v) = event {
+            let vm = self.vms.entry(vm_key(&h.tenant, &v.vm_id)).or_insert_with(|| VmTimeline {
+                tenant: h.tenant.clone(),
+                mode: VmMode::Samples,
+                initial: None,
+                transitions: Vec::new(),
+                billed: BTreeMap::new(),
+                last_month: month,
+            });
+            vm.last_month = vm.last_month.max(month);
+        }
+        Ok(outcome)
     }
 
-    fn add(&mut self, kind: EventKind, header: &EventHeader, tz: Tz, offset: i64, c: Contribution) {
-        let id = aggregate_id(
-            kind,
-            &header.tenant,
-            &header.subsidiary,
-            &header.domain,
-            c.period,
-            c.window.start,
-            c.metric,
-            &c.dimensions,
-        );
-        let entry = self.aggregates.entry(id).or_insert_with(|| AggregateState {
-            kind,
-            tenant: header.tenant.clone(),
-            subsidiary: header.subsidiary.clone(),
-            domain: header.domain.clone(),
-            period: c.period,
-            time_zone: tz.name().to_string(),
-            window_start: c.window.start,
-            window_end: c.window.end,
-            window_label: c.window.label(),
-            metric: c.metric.to_string(),
-            unit: c.unit.to_string(),
-            dimensions: (*c.dimensions).clone(),
-            quantity_divisor: c.quantity_divisor,
-            divisor: c.divisor,
-            base_quantity: Decimal::ZERO,
-            cost_numerator: Decimal::ZERO,
-            counts: Counts::default(),
-            revision: 0,
-            dirty: false,
+    /// A lifecycle transition: insert it in its VM's timeline and bill the
+    /// difference between the timeline's new and old bill.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_transition(
+        &mut self,
+        offset: i64,
+        at: DateTime<Utc>,
+        v: &VmUsage,
+        month: NaiveDate,
+        is_resend: bool,
+        settings: &EngineSettings,
+        book: &PriceBook,
+    ) -> Result<Outcome, Refusal> {
+        let h = &v.header;
+        if is_resend || h.deleted {
+            return Err(Refusal::VmTransitionCorrection);
+        }
+        let key = vm_key(&h.tenant, &v.vm_id);
+        let mut timeline = match self.vms.get(&key) {
+            Some(vm) if vm.mode == VmMode::Samples => {
+                return Err(Refusal::VmModeConflict { vm_id: v.vm_id.clone(), mode: "SAMPLEs" });
+            }
+            Some(vm) => vm.clone(),
+            None => VmTimeline {
+                tenant: h.tenant.clone(),
+                mode: VmMode::Lifecycle,
+                initial: None,
+                transitions: Vec::new(),
+                billed: BTreeMap::new(),
+                last_month: month,
+            },
+        };
+        // A transition that runs the VM must be rateable when it opens its
+        // interval, whatever the clock says (so it never wedges the VM later).
+        if matches!(v.transition, VmTransition::Create | VmTransition::Start | VmTransition::Resize) {
+            let prices = book.prices_at(&h.tenant, h.event_time)?;
+            let mut probe = Vec::new();
+            vm_changes(v, &prices, settings.calendar.zone(&h.tenant), h.event_time, h.event_time + Duration::seconds(1), settings, &mut probe)?;
+        }
+        let transition = Transition { at: h.event_time, offset, usage: v.clone() };
+        let position = timeline.transitions.partition_point(|t| t.sort_key() <= transition.sort_key());
+        timeline.transitions.insert(position, transition);
+        timeline.last_month = timeline.last_month.max(month);
+        let frontier = self.frontier(&h.tenant, settings);
+        let cut = self.vm_cut(&h.tenant, settings);
+        let desired = vm_bill(&timeline, frontier, cut, settings, book)?;
+        let changes = bill_changes(&timeline.billed, &desired);
+        self.commit(&h.tenant, offset, at, changes, settings)?;
+        timeline.billed = desired.into_iter().map(|(id, (b, _))| (id, b)).collect();
+        self.vms.insert(key, timeline);
+        self.events.insert(h.key(), CountedEvent { version: h.version, deleted: false, month, counts: Counts::default(), parts: Vec::new() });
+        Ok(Outcome::Counted)
+    }
+
+    /// The instant open time starts for a tenant (None: all time is open).
+    fn frontier(&self, tenant: &str, settings: &EngineSettings) -> Option<DateTime<Utc>> {
+        let tz = settings.calendar.zone(tenant);
+        self.tenant_first_open(tenant, settings).map(|m| start_of_local_day(tz, m))
+    }
+
+    /// Up to where a running VM is billed: the start of the recorded clock's
+    /// day in the tenant's zone, and at least the end of its closed months.
+    fn vm_cut(&self, tenant: &str, settings: &EngineSettings) -> Option<DateTime<Utc>> {
+        let tz = settings.calendar.zone(tenant);
+        let day = self.clock.map(|c| start_of_local_day(tz, c.with_timezone(&tz).date_naive()));
+        day.max(self.frontier(tenant, settings))
+    }
+
+    /// Checks every change (tenant cap, overflow), then applies them all, or
+    /// none.
+    fn commit(&mut self, tenant: &str, offset: i64, at: DateTime<Utc>, changes: Vec<Change>, settings: &EngineSettings) -> Result<(), Refusal> {
+        let mut merged: BTreeMap<String, Change> = BTreeMap::new();
+        for c in changes {
+            match merged.get_mut(&c.id) {
+                Some(m) => {
+                    m.base = m.base.checked_add(c.base).ok_or(Refusal::Overflow)?;
+                    m.cost = m.cost.checked_add(c.cost).ok_or(Refusal::Overflow)?;
+                    m.counts = m.counts.combine(&c.counts, 1);
+                    if m.target.is_none() {
+                        m.target = c.target;
+                    }
+                }
+                None => {
+                    merged.insert(c.id.clone(), c);
+                }
+            }
+        }
+        let fresh = merged.keys().filter(|id| !self.aggregates.contains_key(*id)).count();
+        let open = self.open_per_tenant.get(tenant).copied().unwrap_or(0);
+        if fresh > 0 && open + fresh > settings.max_open_aggregates_per_tenant {
+            return Err(Refusal::TenantAggregateLimit { tenant: tenant.to_string(), limit: settings.max_open_aggregates_per_tenant });
+        }
+        let limit = max_amount();
+        for (id, c) in &merged {
+            let (base, cost, qdiv, div) = match (self.aggregates.get(id), &c.target) {
+                (Some(a), _) => (a.base_quantity, a.cost_numerator, a.quantity_divisor, a.divisor),
+                (None, Some(t)) => (Decimal::ZERO, Decimal::ZERO, t.quantity_divisor, t.divisor),
+                // A retraction of an aggregate that is not open: a defect,
+                // refused rather than half applied.
+                (None, None) => return Err(Refusal::Overflow),
+            };
+            let base = base.checked_add(c.base).ok_or(Refusal::Overflow)?;
+            let cost = cost.checked_add(c.cost).ok_or(Refusal::Overflow)?;
+            let quantity = base.checked_div(qdiv).ok_or(Refusal::Overflow)?;
+            let money = cost.checked_div(div).ok_or(Refusal::Overflow)?;
+            if quantity.abs() >= limit || money.abs() >= limit {
+                return Err(Refusal::Overflow);
+            }
+        }
+        for (id, c) in merged {
+            if c.base.is_zero() && c.cost.is_zero() && c.counts.is_zero() && self.aggregates.contains_key(&id) {
+                continue;
+            }
+            let entry = match self.aggregates.entry(id) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    let Some(target) = c.target else { continue };
+                    *self.open_per_tenant.entry(tenant.to_string()).or_insert(0) += 1;
+                    v.insert(target.open())
+                }
+            };
+            entry.base_quantity += c.base;
+            entry.cost_numerator += c.cost;
+            entry.counts = entry.counts.combine(&c.counts, 1);
+            entry.revision = offset + 1;
+            entry.revision_time = at;
+            entry.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Applies a control record: moves the recorded clock or records an
+    /// explicit close, bills running VMs up to the new cut, emits the finals
+    /// of the months that closed, and forgets them.
+    pub fn apply_control(&mut self, offset: i64, control: &PeriodControl, settings: &EngineSettings, book: &PriceBook) -> Outcome {
+        self.next_offset = offset + 1;
+        let old = self.clone_frontiers(settings);
+        match control.action {
+            PeriodAction::Clock => {
+                if self.clock.is_none_or(|c| control.clock > c) {
+                    self.clock = Some(control.clock);
+                }
+            }
+            PeriodAction::Close => {
+                if let Some(month) = parse_month(&control.month) {
+                    let entry = self.closed_through.entry(control.tenant.clone()).or_insert(month);
+                    *entry = (*entry).max(month);
+                }
+            }
+        }
+        let revision_time = control.clock;
+        // 1. Running VMs are billed up to the new cut, within the old open time.
+        let keys: Vec<String> = self.vms.iter().filter(|(_, vm)| vm.mode == VmMode::Lifecycle).map(|(k, _)| k.clone()).collect();
+        for key in &keys {
+            let Some(vm) = self.vms.get(key) else { continue };
+            let tenant = vm.tenant.clone();
+            let frontier = old.get(&tenant).copied().flatten();
+            let cut = self.vm_cut(&tenant, settings);
+            match vm_bill(vm, frontier, cut, settings, book) {
+                Ok(desired) => {
+                    let changes = bill_changes(&vm.billed, &desired);
+                    match self.commit(&tenant, offset, revision_time, changes, settings) {
+                        Ok(()) => {
+                            if let Some(vm) = self.vms.get_mut(key) {
+                                vm.billed = desired.into_iter().map(|(id, (b, _))| (id, b)).collect();
+                            }
+                        }
+                        Err(e) => tracing::warn!(vm = %key, error = %e, "running VM not billed at this clock record"),
+                    }
+                }
+                Err(e) => tracing::warn!(vm = %key, error = %e, "running VM not billed at this clock record"),
+            }
+        }
+        // 2. Finals of the windows whose last month closed.
+        let mut closed_ids = Vec::new();
+        for (id, a) in &self.aggregates {
+            if self.tenant_first_open(&a.tenant, settings).is_some_and(|open| a.last_month < open) {
+                closed_ids.push(id.clone());
+            }
+        }
+        for id in closed_ids {
+            if let Some(mut a) = self.aggregates.remove(&id) {
+                if let Some(n) = self.open_per_tenant.get_mut(&a.tenant) {
+                    *n = n.saturating_sub(1);
+                }
+                a.revision = offset + 1;
+                a.revision_time = revision_time;
+                self.pending_finals.push(render(&id, &a, true, book));
+            }
+        }
+        self.open_per_tenant.retain(|_, n| *n > 0);
+        // 3. Events of closed months leave; their ids are kept for a while.
+        let clock = self.clock.unwrap_or(revision_time);
+        let closed_keys: Vec<EventKey> = self
+            .events
+            .iter()
+            .filter(|(k, e)| self.tenant_first_open(&k.tenant, settings).is_some_and(|open| e.month < open))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in closed_keys {
+            self.events.remove(&k);
+            self.closed_events.insert(k, clock);
+        }
+        let horizon = clock - settings.closed_event_retention;
+        self.closed_events.retain(|_, at| *at >= horizon);
+        // 4. VM timelines start again at the new open time.
+        let tenants: BTreeSet<String> = self.vms.values().map(|vm| vm.tenant.clone()).collect();
+        let frontiers: HashMap<String, Option<DateTime<Utc>>> = tenants.iter().map(|t| (t.clone(), self.frontier(t, settings))).collect();
+        let cuts: HashMap<String, Option<DateTime<Utc>>> = tenants.iter().map(|t| (t.clone(), self.vm_cut(t, settings))).collect();
+        let first_open: HashMap<String, Option<NaiveDate>> = tenants.iter().map(|t| (t.clone(), self.tenant_first_open(t, settings))).collect();
+        self.vms.retain(|_, vm| {
+            let frontier = frontiers.get(&vm.tenant).copied().flatten();
+            let open = first_open.get(&vm.tenant).copied().flatten();
+            match vm.mode {
+                VmMode::Samples => open.is_none_or(|open| vm.last_month >= open),
+                VmMode::Lifecycle => {
+                    let Some(frontier) = frontier else { return true };
+                    let kept = vm.transitions.partition_point(|t| t.at < frontier);
+                    if kept > 0 {
+                        let folded: Vec<Transition> = vm.transitions.drain(..kept).collect();
+                        let mut state = vm.initial.take();
+                        for t in &folded {
+                            state = next_state(state, &t.usage);
+                        }
+                        vm.initial = state;
+                    }
+                    let cut = cuts.get(&vm.tenant).copied().flatten();
+                    if let Ok(desired) = vm_bill(vm, Some(frontier), cut, settings, book) {
+                        vm.billed = desired.into_iter().map(|(id, (b, _))| (id, b)).collect();
+                    }
+                    vm.initial.is_some() || !vm.transitions.is_empty()
+                }
+            }
         });
-        entry.base_quantity += c.base;
-        entry.cost_numerator += c.cost_numerator;
-        entry.counts.add(&c.counts);
-        entry.revision = offset + 1;
-        entry.dirty = true;
+        Outcome::Control
     }
 
-    /// Takes the aggregates to emit now: every changed one, and every one
-    /// whose window has closed (marked final and then forgotten). Also
-    /// forgets dedup keys older than the horizon.
-    pub fn take_emissions(&mut self, settings: &EngineSettings, book: &PriceBook, now: DateTime<Utc>) -> Vec<Aggregate> {
-        let mut out = Vec::new();
-        let mut closed = Vec::new();
+    fn clone_frontiers(&self, settings: &EngineSettings) -> HashMap<String, Option<DateTime<Utc>>> {
+        self.vms.values().map(|vm| (vm.tenant.clone(), self.frontier(&vm.tenant, settings))).collect()
+    }
+
+    /// Takes the aggregates to emit now: the finals of closed months, then
+    /// every changed open one.
+    pub fn take_emissions(&mut self, book: &PriceBook) -> Vec<Aggregate> {
+        let mut out = std::mem::take(&mut self.pending_finals);
         for (id, state) in self.aggregates.iter_mut() {
-            let is_final = self.watermark.is_some_and(|w| state.window_end + settings.allowed_lateness <= w);
-            if state.dirty || is_final {
-                out.push(render(id, state, is_final, book, now));
+            if state.dirty {
+                out.push(render(id, state, false, book));
                 state.dirty = false;
             }
-            if is_final {
-                closed.push(id.clone());
-            }
-        }
-        for id in closed {
-            self.aggregates.remove(&id);
-        }
-        if let Some(w) = self.watermark {
-            let horizon = w - settings.dedup_horizon;
-            self.seen.retain(|_, t| *t >= horizon);
         }
         out
     }
 
-    /// Moves the watermark forward to `to` (never back): the idle-partition
-    /// rule, applied by the runner from processing time.
-    pub fn advance_watermark(&mut self, to: DateTime<Utc>) -> bool {
-        if self.watermark.is_some_and(|w| w < to) {
-            self.watermark = Some(to);
-            return true;
+    /// Reprocessing: bills running VMs up to `cut` (the end of the re-rated
+    /// range) and renders every aggregate, final.
+    pub fn render_all_until(&mut self, cut: DateTime<Utc>, revision: i64, at: DateTime<Utc>, settings: &EngineSettings, book: &PriceBook) -> Vec<Aggregate> {
+        let keys: Vec<String> = self.vms.keys().cloned().collect();
+        for key in keys {
+            let Some(vm) = self.vms.get(&key) else { continue };
+            if vm.mode != VmMode::Lifecycle {
+                continue;
+            }
+            let tenant = vm.tenant.clone();
+            if let Ok(desired) = vm_bill(vm, None, Some(cut), settings, book) {
+                let changes = bill_changes(&vm.billed, &desired);
+                if self.commit(&tenant, revision - 1, at, changes, settings).is_ok() {
+                    if let Some(vm) = self.vms.get_mut(&key) {
+                        vm.billed = desired.into_iter().map(|(id, (b, _))| (id, b)).collect();
+                    }
+                }
+            }
         }
-        false
+        self.aggregates
+            .iter()
+            .map(|(id, a)| {
+                let mut a = a.clone();
+                a.revision = revision;
+                a.revision_time = at;
+                render(id, &a, true, book)
+            })
+            .collect()
     }
 
     pub fn has_pending(&self) -> bool {
-        self.aggregates.values().any(|a| a.dirty)
+        !self.pending_finals.is_empty() || self.aggregates.values().any(|a| a.dirty)
+    }
+
+    /// Whether a clock record at `now` would close a month or bill a day of
+    /// a running VM that the recorded clock does not.
+    pub fn clock_record_due(&self, now: DateTime<Utc>, settings: &EngineSettings) -> bool {
+        let Some(clock) = self.clock else { return true };
+        let tenants: BTreeSet<&str> = self.aggregates.values().map(|a| a.tenant.as_str()).chain(self.vms.values().map(|v| v.tenant.as_str())).collect();
+        tenants.into_iter().any(|t| {
+            let c = &settings.calendar;
+            let (tz, grace) = (c.zone(t), c.grace_days(t));
+            first_open_month(tz, grace, Some(now), None) != first_open_month(tz, grace, Some(clock), None)
+                || now.with_timezone(&tz).date_naive() != clock.with_timezone(&tz).date_naive()
+        })
     }
 }
 
-fn render(id: &str, s: &AggregateState, is_final: bool, book: &PriceBook, now: DateTime<Utc>) -> Aggregate {
+/// The next state of a VM after a transition: (configuration, running).
+fn next_state(state: Option<(VmUsage, bool)>, usage: &VmUsage) -> Option<(VmUsage, bool)> {
+    match usage.transition {
+        // A CREATE of an existing VM changes its configuration, not whether it runs.
+        VmTransition::Create => Some((usage.clone(), state.map(|(_, running)| running).unwrap_or(true))),
+        VmTransition::Start => Some((usage.clone(), true)),
+        // A RESIZE of a stopped VM does not start it; of an unknown one, it
+        // says the VM runs (a collector that starts watching mid-life).
+        VmTransition::Resize => Some((usage.clone(), state.map(|(_, running)| running).unwrap_or(true))),
+        VmTransition::Stop => Some((usage.clone(), false)),
+        VmTransition::Delete => None,
+        VmTransition::Sample => state,
+    }
+}
+
+/// A VM timeline's bill for open time: aggregate id -> (amounts, how to
+/// create the aggregate).
+type Bill = BTreeMap<String, (Billed, Rc<Target>)>;
+
+fn vm_bill(vm: &VmTimeline, frontier: Option<DateTime<Utc>>, cut: Option<DateTime<Utc>>, settings: &EngineSettings, book: &PriceBook) -> Result<Bill, Refusal> {
+    let mut bill = Bill::new();
+    let mut state = vm.initial.clone();
+    let mut since = frontier;
+    let clip = |from: DateTime<Utc>| frontier.map_or(from, |f| from.max(f));
+    for t in &vm.transitions {
+        if let (Some((usage, true)), Some(from)) = (&state, since) {
+            bill_interval(usage, clip(from), t.at, settings, book, &mut bill)?;
+        }
+        state = next_state(state, &t.usage);
+        since = Some(t.at);
+    }
+    if let (Some((usage, true)), Some(from), Some(cut)) = (&state, since, cut) {
+        bill_interval(usage, clip(from), cut, settings, book, &mut bill)?;
+    }
+    Ok(bill)
+}
+
+fn bill_interval(usage: &VmUsage, from: DateTime<Utc>, to: DateTime<Utc>, settings: &EngineSettings, book: &PriceBook, bill: &mut Bill) -> Result<(), Refusal> {
+    if from >= to {
+        return Ok(());
+    }
+    let tenant = &usage.header.tenant;
+    let tz = settings.calendar.zone(tenant);
+    // Priced piece by piece at each price change.
+    let mut cuts = vec![from];
+    cuts.extend(book.change_instants(tenant).into_iter().filter(|t| *t > from && *t < to));
+    cuts.push(to);
+    let mut changes = Vec::new();
+    for piece in cuts.windows(2) {
+        let prices = book.prices_at(tenant, piece[0])?;
+        vm_changes(usage, &prices, tz, piece[0], piece[1], settings, &mut changes)?;
+    }
+    for c in changes {
+        let Some(target) = c.target else { continue };
+        let entry = bill.entry(c.id).or_insert_with(|| (Billed::default(), target));
+        entry.0.base = entry.0.base.checked_add(c.base).ok_or(Refusal::Overflow)?;
+        entry.0.cost = entry.0.cost.checked_add(c.cost).ok_or(Refusal::Overflow)?;
+        entry.0.pieces += 1;
+    }
+    Ok(())
+}
+
+/// The changes that turn what a VM billed into what it should have billed.
+fn bill_changes(billed: &BTreeMap<String, Billed>, desired: &Bill) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (id, (want, target)) in desired {
+        let had = billed.get(id).cloned().unwrap_or_default();
+        if had != *want {
+            out.push(Change {
+                id: id.clone(),
+                target: Some(target.clone()),
+                base: want.base - had.base,
+                cost: want.cost - had.cost,
+                counts: Counts { events: want.pieces - had.pieces, ..Counts::default() },
+            });
+        }
+    }
+    for (id, had) in billed {
+        if !desired.contains_key(id) {
+            out.push(Change { id: id.clone(), target: None, base: -had.base, cost: -had.cost, counts: Counts { events: -had.pieces, ..Counts::default() } });
+        }
+    }
+    out
+}
+
+fn render(id: &str, s: &AggregateState, is_final: bool, book: &PriceBook) -> Aggregate {
     Aggregate {
         aggregate_id: id.to_string(),
         revision: s.revision,
@@ -412,12 +972,8 @@ fn render(id: &str, s: &AggregateState, is_final: bool, book: &PriceBook, now: D
         cost: book.round(s.cost_numerator / s.divisor),
         currency: book.currency.clone(),
         price_book_version: book.version.clone(),
-        emitted_at: meter_model::codec::to_millis(now),
+        emitted_at: meter_model::codec::to_millis(s.revision_time),
     }
-}
-
-fn vm_key(v: &VmUsage) -> String {
-    format!("{}\u{1f}{}", v.header.tenant, v.vm_id)
 }
 
 /// Analyst dimensions of ticket time.
@@ -434,18 +990,107 @@ pub fn ticket_dimensions(t: &TicketTime) -> BTreeMap<String, String> {
     d
 }
 
-/// The resources of a VM over [from, to), one contribution per resource,
-/// period window and window piece.
-fn vm_contributions(
+const SECONDS_PER_HOUR: i64 = 3600;
+
+/// The contribution of a ticket, a check run or a VM sample: its counts and
+/// one change per period window.
+fn contributions(event: &Event, tz: Tz, settings: &EngineSettings, book: &PriceBook) -> Result<(Counts, Vec<Change>), Refusal> {
+    let h = event.header();
+    let target = |period: Period, at: DateTime<Utc>, metric: &'static str, unit: &'static str, divisor: Decimal, dims: &Rc<BTreeMap<String, String>>| {
+        Rc::new(Target {
+            kind: event.kind(),
+            tenant: h.tenant.clone(),
+            subsidiary: h.subsidiary.clone(),
+            domain: h.domain.clone(),
+            zone: tz,
+            period,
+            window: window_of(period, tz, at),
+            metric,
+            unit,
+            quantity_divisor: Decimal::ONE,
+            divisor,
+            dimensions: dims.clone(),
+        })
+    };
+    let mut out = Vec::new();
+    let counts = match event {
+        Event::TicketTime(t) => {
+            let rate = book.ticket_hour(&h.tenant, h.event_time, t.technician_profile)?;
+            let minutes = Decimal::from(t.minutes_worked);
+            let cost = minutes.checked_mul(rate).ok_or(Refusal::Overflow)?;
+            let counts = Counts {
+                events: 1,
+                incidents: i64::from(t.ticket_type == TicketType::Incident),
+                requests: i64::from(t.ticket_type == TicketType::Request),
+                ..Counts::default()
+            };
+            let dims = Rc::new(ticket_dimensions(t));
+            for &period in &settings.periods {
+                let target = target(period, h.event_time, "ticket.time", "minute", Decimal::from(60), &dims);
+                out.push(Change { id: target.id(), target: Some(target), base: minutes, cost, counts: counts.clone() });
+            }
+            counts
+        }
+        Event::CheckResult(c) => {
+            let price = if c.status == CheckStatus::Missed {
+                Decimal::ZERO // a run not done is not billed
+            } else {
+                book.check_run(&h.tenant, h.event_time, c.frequency)?
+            };
+            let counts = Counts {
+                events: 1,
+                ok: i64::from(c.status == CheckStatus::Ok),
+                warning: i64::from(c.status == CheckStatus::Warning),
+                ko: i64::from(c.status == CheckStatus::Ko),
+                unknown: i64::from(c.status == CheckStatus::Unknown),
+                missed: i64::from(c.status == CheckStatus::Missed),
+                ..Counts::default()
+            };
+            let mut dims = BTreeMap::new();
+            dims.insert("check_name".to_string(), c.check_name.clone());
+            dims.insert("frequency".to_string(), c.frequency.avro_symbol().to_string());
+            let dims = Rc::new(dims);
+            for &period in &settings.periods {
+                let target = target(period, h.event_time, "check.runs", "run", Decimal::ONE, &dims);
+                out.push(Change { id: target.id(), target: Some(target), base: Decimal::ONE, cost: price, counts: counts.clone() });
+            }
+            counts
+        }
+        Event::VmUsage(v) => {
+            let from = h.event_time - Duration::seconds(i64::from(v.sample_interval_seconds));
+            let mut cuts = vec![from];
+            cuts.extend(book.change_instants(&h.tenant).into_iter().filter(|t| *t > from && *t < h.event_time));
+            cuts.push(h.event_time);
+            for piece in cuts.windows(2) {
+                let prices = book.prices_at(&h.tenant, piece[0])?;
+                vm_changes(v, &prices, tz, piece[0], piece[1], settings, &mut out)?;
+            }
+            // Every change of a sample counts the sample once per aggregate.
+            Counts { events: 1, ..Counts::default() }
+        }
+    };
+    if let Event::VmUsage(_) = event {
+        // vm_changes counted each piece; a sample is one event per aggregate.
+        let mut seen = BTreeSet::new();
+        for c in &mut out {
+            c.counts = if seen.insert(c.id.clone()) { counts.clone() } else { Counts::default() };
+        }
+    }
+    Ok((counts, out))
+}
+
+/// The resources of a VM over [from, to), one change per resource, period
+/// window and window piece.
+fn vm_changes(
     v: &VmUsage,
     prices: &Prices,
     tz: Tz,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     settings: &EngineSettings,
-    out: &mut Vec<Contribution>,
-) -> Result<(), RatingError> {
-    let sla = prices.sla_multiplier.get(&v.sla_tier).copied().unwrap_or(Decimal::ONE);
+    out: &mut Vec<Change>,
+) -> Result<(), Refusal> {
+    let sla = prices.sla_multiplier.get(&v.sla_tier).copied().ok_or(RatingError::UnknownSlaTier(v.sla_tier))?;
     let bandwidth_price = if v.guaranteed_bandwidth {
         prices.bandwidth_mbps_hour * prices.guaranteed_bandwidth_multiplier
     } else {
@@ -463,6 +1108,7 @@ fn vm_contributions(
         let price = prices.option_hour.get(option).copied().ok_or_else(|| RatingError::UnknownOption(option.clone()))?;
         resources.push(("vm.option", "option-hour", Decimal::ONE, price, hour, Some(option.clone())));
     }
+    let h = &v.header;
     for &period in &settings.periods {
         for (window, a, b) in split_interval(period, tz, from, to) {
             let seconds = Decimal::from((b - a).num_seconds());
@@ -476,8 +1122,12 @@ fn vm_contributions(
                 if let Some(option) = option {
                     dims.insert("option".to_string(), option.clone());
                 }
-                let base = amount.checked_mul(seconds).ok_or(RatingError::Overflow)?;
-                out.push(Contribution {
+                let target = Rc::new(Target {
+                    kind: EventKind::VmUsage,
+                    tenant: h.tenant.clone(),
+                    subsidiary: h.subsidiary.clone(),
+                    domain: h.domain.clone(),
+                    zone: tz,
                     period,
                     window,
                     metric,
@@ -485,10 +1135,10 @@ fn vm_contributions(
                     quantity_divisor: *divisor,
                     divisor: *divisor,
                     dimensions: Rc::new(dims),
-                    base,
-                    cost_numerator: base.checked_mul(*price).ok_or(RatingError::Overflow)?,
-                    counts: Counts { events: 1, ..Counts::default() },
                 });
+                let base = amount.checked_mul(seconds).ok_or(Refusal::Overflow)?;
+                let cost = base.checked_mul(*price).ok_or(Refusal::Overflow)?;
+                out.push(Change { id: target.id(), target: Some(target), base, cost, counts: Counts { events: 1, ..Counts::default() } });
             }
         }
     }

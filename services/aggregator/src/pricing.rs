@@ -28,6 +28,8 @@ pub enum RatingError {
     NoPriceAt(DateTime<Utc>),
     #[error("option {0:?} has no price in the price book")]
     UnknownOption(String),
+    #[error("SLA tier {0:?} has no multiplier in the price book")]
+    UnknownSlaTier(SlaTier),
     #[error("amount overflow while rating")]
     Overflow,
 }
@@ -192,7 +194,9 @@ impl PriceBook {
             ticket_hour: b.ticket_hour.clone(),
             check_run: b.check_run.clone(),
         };
-        if let Some(o) = self.overrides.iter().rev().find(|o| o.tenant == tenant && o.valid_from <= at) {
+        // Overrides compose: each replaces only the prices it names, from its
+        // valid_from on, over the base and the earlier overrides.
+        for o in self.overrides.iter().filter(|o| o.tenant == tenant && o.valid_from <= at) {
             let o = &o.prices;
             prices.vcpu_hour = o.vcpu_hour.unwrap_or(prices.vcpu_hour);
             prices.ram_gib_hour = o.ram_gib_hour.unwrap_or(prices.ram_gib_hour);
@@ -209,24 +213,23 @@ impl PriceBook {
         Ok(prices)
     }
 
-    /// The base period and the tenant's override in force at `at`, without
-    /// copying any price (the hot path rates tickets and checks with these).
-    fn sheets_at(&self, tenant: &str, at: DateTime<Utc>) -> Result<(&PriceSheet, Option<&PriceSheet>), RatingError> {
+    /// The latest price a sheet names for `tenant` at `at`: the newest
+    /// override in force that names it, else the base period in force. No
+    /// price is copied (the hot path rates tickets and checks with this).
+    fn lookup<T>(&self, tenant: &str, at: DateTime<Utc>, pick: impl Fn(&PriceSheet) -> Option<T>) -> Result<Option<T>, RatingError> {
         let base = self.periods.iter().rev().find(|p| p.valid_from <= at).ok_or(RatingError::NoPriceAt(at))?;
-        let over = self.overrides.iter().rev().find(|o| o.tenant == tenant && o.valid_from <= at).map(|o| &o.prices);
-        Ok((&base.prices, over))
+        let over = self.overrides.iter().rev().filter(|o| o.tenant == tenant && o.valid_from <= at).find_map(|o| pick(&o.prices));
+        Ok(over.or_else(|| pick(&base.prices)))
     }
 
     /// Hourly rate of a technician profile for `tenant` at `at`.
     pub fn ticket_hour(&self, tenant: &str, at: DateTime<Utc>, profile: TechnicianProfile) -> Result<Decimal, RatingError> {
-        let (base, over) = self.sheets_at(tenant, at)?;
-        Ok(over.and_then(|o| o.ticket_hour.get(&profile)).or_else(|| base.ticket_hour.get(&profile)).copied().unwrap_or_default())
+        Ok(self.lookup(tenant, at, |s| s.ticket_hour.get(&profile).copied())?.unwrap_or_default())
     }
 
     /// Price of one check run of `frequency` for `tenant` at `at`.
     pub fn check_run(&self, tenant: &str, at: DateTime<Utc>, frequency: CheckFrequency) -> Result<Decimal, RatingError> {
-        let (base, over) = self.sheets_at(tenant, at)?;
-        Ok(over.and_then(|o| o.check_run.get(&frequency)).or_else(|| base.check_run.get(&frequency)).copied().unwrap_or_default())
+        Ok(self.lookup(tenant, at, |s| s.check_run.get(&frequency).copied())?.unwrap_or_default())
     }
 
     /// Rounds an exact amount by the book's rule.
@@ -283,6 +286,28 @@ mod tests {
                 assert_eq!(b.check_run(tenant, instant, CheckFrequency::Weekly).unwrap(), full.check_run[&CheckFrequency::Weekly]);
             }
         }
+    }
+
+    #[test]
+    fn two_overrides_of_one_tenant_compose() {
+        let mut b = book();
+        let base = b.prices_at("initech", at("2025-06-01T00:00:00Z")).unwrap();
+        let rates_2019 = PriceSheet { ticket_hour: [(TechnicianProfile::Engineer, dec!(70))].into(), ..PriceSheet::default() };
+        let vcpu_2025 = PriceSheet { vcpu_hour: Some(dec!(0.5)), ..PriceSheet::default() };
+        b.overrides.push(TenantOverride { tenant: "initech".into(), valid_from: at("2019-01-01T00:00:00Z"), prices: rates_2019 });
+        b.overrides.push(TenantOverride { tenant: "initech".into(), valid_from: at("2025-01-01T00:00:00Z"), prices: vcpu_2025 });
+        // 2024: only the 2019 override is in force.
+        let p2024 = b.prices_at("initech", at("2024-06-01T00:00:00Z")).unwrap();
+        assert_eq!(p2024.ticket_hour[&TechnicianProfile::Engineer], dec!(70));
+        assert_ne!(p2024.vcpu_hour, dec!(0.5));
+        // 2025: both apply, and the rest is the base.
+        let p2025 = b.prices_at("initech", at("2025-06-01T00:00:00Z")).unwrap();
+        assert_eq!(p2025.ticket_hour[&TechnicianProfile::Engineer], dec!(70));
+        assert_eq!(p2025.vcpu_hour, dec!(0.5));
+        assert_eq!(p2025.ram_gib_hour, base.ram_gib_hour);
+        assert_eq!(p2025.ticket_hour[&TechnicianProfile::Architect], base.ticket_hour[&TechnicianProfile::Architect]);
+        // The hot-path lookup agrees.
+        assert_eq!(b.ticket_hour("initech", at("2025-06-01T00:00:00Z"), TechnicianProfile::Engineer).unwrap(), dec!(70));
     }
 
     #[test]

@@ -1,24 +1,27 @@
-//! Re-rating a tenant's period from the raw events, on request.
+//! Re-rating a tenant's closed period from the raw events, on request.
 //!
 //! Reads the tenant's events from the event topics and the late-events topic
-//! (so events that arrived too late are counted this time), deduplicates
-//! them, applies them in event-time order with no lateness limit, and emits
-//! every aggregate whose window lies inside [from, to) as final, with a
-//! revision above any the live aggregator can produce. Consumers (billing,
-//! ClickHouse) then keep the re-rated version.
+//! (so events that arrived too late are counted this time), applies them with
+//! the live engine's rules but every month open (any order, latest version
+//! of each event, deletions retracted), bills running VMs up to the range's
+//! end, and emits every aggregate whose window lies inside [from, to) as
+//! final, with a revision above any the live aggregator can produce.
+//! Consumers (billing, ClickHouse) then keep the re-rated version.
+//!
+//! Only closed months can be re-rated: the live aggregator owns open ones.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 use meter_config::MeterConfig;
 use meter_kafka::{event_topic, kind_of_topic, KafkaError};
-use meter_model::{Aggregate, Event, EventCodec, EventKind, Period};
+use meter_model::{Aggregate, Event, EventCodec, EventKey, EventKind, PeriodAction, PeriodControl};
 
-use crate::engine::{EngineSettings, Outcome, PartitionState};
+use crate::engine::{close_instant, parse_month, EngineSettings, Outcome, PartitionState};
 use crate::pricing::PriceBook;
-use crate::windows::start_of_local_day;
+use crate::windows::{next_period_first_day, period_first_day, start_of_local_day};
 
 /// Revisions of re-rated aggregates start here: live revisions are input
 /// offsets + 1, far below.
@@ -30,6 +33,8 @@ pub enum ReprocessError {
     Kafka(#[from] KafkaError),
     #[error("--from ({from}) must be before --to ({to})")]
     EmptyPeriod { from: NaiveDate, to: NaiveDate },
+    #[error("month {month} of tenant {tenant} is still open (it closes at {closes}); the live aggregator owns it: wait for its close, or close it with `meter periods close`")]
+    OpenPeriod { tenant: String, month: String, closes: String },
 }
 
 pub struct ReprocessRequest {
@@ -46,20 +51,25 @@ pub struct ReprocessRequest {
 pub struct ReprocessOutcome {
     pub events_read: u64,
     pub aggregates: Vec<Aggregate>,
+    /// The latest version of every event of the tenant inside the range, as
+    /// counted (drill-down rows).
+    pub events: Vec<Event>,
     pub revision: i64,
     pub requested_at: DateTime<Utc>,
 }
 
-/// Computes the re-rated aggregates (it publishes nothing).
-pub fn reprocess(config: &MeterConfig, book: &PriceBook, request: &ReprocessRequest) -> Result<ReprocessOutcome, ReprocessError> {
-    if request.from >= request.to {
-        return Err(ReprocessError::EmptyPeriod { from: request.from, to: request.to });
-    }
-    let tz = config.time_zone_of(&request.tenant);
-    let start = start_of_local_day(tz, request.from);
-    let end = start_of_local_day(tz, request.to);
+/// Everything the topics hold for one tenant: its events and its explicit closes.
+pub struct TenantHistory {
+    pub events: Vec<(EventKind, Event)>,
+    /// Last explicitly closed month, if any.
+    pub closed_through: Option<NaiveDate>,
+    pub events_read: u64,
+}
+
+/// Reads a tenant's events (event topics and late topic) and explicit closes.
+pub fn read_tenant_history(config: &MeterConfig, tenant: &str, show_progress: bool) -> Result<TenantHistory, ReprocessError> {
     let timeout = Duration::from_secs(300);
-    let progress = if request.show_progress {
+    let progress = if show_progress {
         let bar = ProgressBar::new(4);
         bar.set_style(ProgressStyle::with_template("{spinner} reading {msg} [{bar:20}] {pos}/{len} topics").unwrap_or_else(|_| ProgressStyle::default_bar()));
         bar
@@ -68,57 +78,98 @@ pub fn reprocess(config: &MeterConfig, book: &PriceBook, request: &ReprocessRequ
     };
     let mut topics: Vec<String> = EventKind::ALL.iter().map(|k| event_topic(&config.topics, *k).to_string()).collect();
     topics.push(config.topics.late_events.clone());
-    let mut events: Vec<Event> = Vec::new();
-    let mut seen = HashSet::new();
-    let mut events_read = 0u64;
+    let mut history = TenantHistory { events: Vec::new(), closed_through: None, events_read: 0 };
     for topic in &topics {
         progress.set_message(topic.clone());
         for message in meter_kafka::read_to_end(&config.kafka, topic, timeout)? {
+            if message.is_control() {
+                if let Ok(control) = EventCodec::decode::<PeriodControl>(&message.payload) {
+                    if control.action == PeriodAction::Close && control.tenant == tenant {
+                        history.closed_through = history.closed_through.max(parse_month(&control.month));
+                    }
+                }
+                continue;
+            }
             let kind = if *topic == config.topics.late_events {
-                message.headers.iter().find(|(k, _)| k == "meter.source_topic").and_then(|(_, v)| kind_of_topic(&config.topics, v))
+                message.header("meter.source_topic").and_then(|v| kind_of_topic(&config.topics, v))
             } else {
                 kind_of_topic(&config.topics, topic)
             };
-            let Some(event) = kind.and_then(|k| EventCodec::decode_event(k, &message.payload).ok()) else { continue };
-            let h = event.header();
-            // Everything of the tenant before the period's end: VM intervals
-            // opened earlier still contribute inside the period.
-            if h.tenant != request.tenant || h.event_time >= end || event.validate().is_err() {
+            let Some(kind) = kind else { continue };
+            let Ok(event) = EventCodec::decode_event(kind, &message.payload) else { continue };
+            if event.header().tenant != tenant {
                 continue;
             }
-            events_read += 1;
-            if seen.insert((h.source.clone(), h.event_id.clone())) {
-                events.push(event);
-            }
+            history.events_read += 1;
+            history.events.push((kind, event));
         }
         progress.inc(1);
     }
     progress.finish_and_clear();
-    events.sort_by(|a, b| a.header().event_time.cmp(&b.header().event_time).then_with(|| a.header().event_id.cmp(&b.header().event_id)));
+    Ok(history)
+}
 
+/// Refuses a range with a month that is not closed at `now`.
+pub fn check_closed(config: &MeterConfig, tenant: &str, from: NaiveDate, to: NaiveDate, closed_through: Option<NaiveDate>, now: DateTime<Utc>) -> Result<(), ReprocessError> {
+    let calendar = config.calendar();
+    let (tz, grace) = (calendar.zone(tenant), calendar.grace_days(tenant));
+    let mut month = period_first_day(meter_model::Period::Month, from);
+    while month < to {
+        let explicit = closed_through.is_some_and(|c| month <= c);
+        let closes = close_instant(tz, grace, month);
+        if !explicit && closes.is_none_or(|at| now < at) {
+            return Err(ReprocessError::OpenPeriod {
+                tenant: tenant.to_string(),
+                month: month.format("%Y-%m").to_string(),
+                closes: closes.map(|c| c.to_rfc3339()).unwrap_or_default(),
+            });
+        }
+        month = next_period_first_day(meter_model::Period::Month, month);
+    }
+    Ok(())
+}
+
+/// Computes the re-rated aggregates (it publishes nothing).
+pub fn reprocess(config: &MeterConfig, book: &PriceBook, request: &ReprocessRequest) -> Result<ReprocessOutcome, ReprocessError> {
+    if request.from >= request.to {
+        return Err(ReprocessError::EmptyPeriod { from: request.from, to: request.to });
+    }
+    let history = read_tenant_history(config, &request.tenant, request.show_progress)?;
     let requested_at = meter_model::codec::to_millis(Utc::now());
-    let settings = EngineSettings {
-        periods: Period::ALL.to_vec(),
-        allowed_lateness: chrono::Duration::days(365 * 100),
-        dedup_horizon: chrono::Duration::days(365 * 100),
-        zone_of: Box::new(move |_| tz),
-    };
+    check_closed(config, &request.tenant, request.from, request.to, history.closed_through, requested_at)?;
+    rerate(config, book, request, history, requested_at)
+}
+
+/// Re-rates `history` for the request's range (pure: no I/O).
+pub fn rerate(config: &MeterConfig, book: &PriceBook, request: &ReprocessRequest, history: TenantHistory, requested_at: DateTime<Utc>) -> Result<ReprocessOutcome, ReprocessError> {
+    let mut settings = EngineSettings::from_config(config);
+    settings.everything_open = true;
+    let tz = settings.calendar.zone(&request.tenant);
+    let start = start_of_local_day(tz, request.from);
+    let end = start_of_local_day(tz, request.to);
     let mut state = PartitionState::default();
-    for (i, event) in events.iter().enumerate() {
-        if let Outcome::Unrated(e) = state.apply(i as i64, event, &settings, book) {
-            tracing::warn!(event_id = %event.header().event_id, error = %e, "event not rated during reprocessing");
+    let mut latest: HashMap<EventKey, Event> = HashMap::new();
+    for (i, (_, event)) in history.events.iter().enumerate() {
+        // Everything of the tenant before the range's end: VM intervals
+        // opened earlier still contribute inside it.
+        if event.header().event_time >= end {
+            continue;
+        }
+        match state.apply(i as i64, requested_at, event, &settings, book) {
+            Outcome::Counted | Outcome::Corrected | Outcome::Retracted => {
+                latest.insert(event.header().key(), event.clone());
+            }
+            Outcome::Refused(e) => tracing::warn!(event_id = %event.header().event_id, error = %e, "event not rated during reprocessing"),
+            _ => {}
         }
     }
     let revision = REPROCESS_REVISION_BASE + requested_at.timestamp();
     let aggregates = state
-        .take_emissions(&settings, book, requested_at)
+        .render_all_until(end, revision, requested_at, &settings, book)
         .into_iter()
         .filter(|a| a.window_start >= start && a.window_end <= end)
-        .map(|mut a| {
-            a.revision = revision;
-            a.is_final = true;
-            a
-        })
         .collect();
-    Ok(ReprocessOutcome { events_read, aggregates, revision, requested_at })
+    let mut events: Vec<Event> = latest.into_values().filter(|e| (start..end).contains(&e.header().event_time)).collect();
+    events.sort_by(|a, b| a.header().key().cmp(&b.header().key()));
+    Ok(ReprocessOutcome { events_read: history.events_read, aggregates, events, revision, requested_at })
 }

@@ -14,7 +14,7 @@ use chrono::Utc;
 use futures::future::try_join_all;
 use meter_config::MeterConfig;
 use meter_kafka::{kind_of_topic, DeadLetters, KafkaError};
-use meter_model::{DeadLetter, EventCodec, EventKind, Period};
+use meter_model::{DeadLetter, EventCodec, EventKind, PeriodAction, PeriodControl};
 use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -35,6 +35,8 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Behind(#[from] StillBehind),
 }
 
 /// How often the consumer-lag gauge is refreshed (one request per partition).
@@ -43,6 +45,9 @@ const LAG_EVERY: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct AggregatorMetrics {
     consumed: IntCounterVec,
+    applied: IntCounterVec,
+    control_records: IntCounterVec,
+    clock_records: prometheus::IntCounter,
     duplicates: IntCounterVec,
     late: IntCounterVec,
     dead_lettered: IntCounterVec,
@@ -66,16 +71,27 @@ impl AggregatorMetrics {
         let open_aggregates = IntGauge::new("meter_aggregator_window_state_aggregates", "Open aggregates held in memory.")?;
         registry.register(Box::new(open_aggregates.clone()))?;
         let watermark = IntGaugeVec::new(
-            Opts::new("meter_aggregator_watermark_timestamp_seconds", "Watermark (highest event time) per input partition."),
+            Opts::new("meter_aggregator_watermark_timestamp_seconds", "Recorded wall clock per input partition (the latest clock record applied)."),
             &["topic", "partition"],
         )?;
         registry.register(Box::new(watermark.clone()))?;
         Ok(AggregatorMetrics {
             consumed: counter("meter_aggregator_events_consumed_total", "Input messages consumed.", &["kind"])?,
+            applied: counter(
+                "meter_aggregator_events_applied_total",
+                "Events applied to their windows: counted (new), corrected (a higher version replaced the earlier one), retracted (deleted).",
+                &["kind", "change"],
+            )?,
+            control_records: counter("meter_aggregator_control_records_applied_total", "Control records (recorded clock, explicit closes) applied.", &["kind"])?,
+            clock_records: {
+                let c = prometheus::IntCounter::new("meter_aggregator_clock_records_written_total", "Clock records written into owned partitions.")?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             duplicates: counter("meter_aggregator_duplicates_dropped_total", "Events dropped as duplicates.", &["kind"])?,
-            late: counter("meter_aggregator_events_late_total", "Events past the allowed lateness, sent to the late-events topic.", &["kind", "reason"])?,
+            late: counter("meter_aggregator_events_late_total", "Events of a closed billing month, sent to the late-events topic.", &["kind", "reason"])?,
             dead_lettered: counter("meter_aggregator_events_dead_lettered_total", "Events sent to the dead-letter topic.", &["kind", "reason"])?,
-            emitted: counter("meter_aggregator_aggregates_emitted_total", "Aggregate revisions acknowledged on the aggregate topic.", &["kind"])?,
+            emitted: counter("meter_aggregator_aggregates_emitted_total", "Aggregate revisions acknowledged on the aggregate topic (state: revision or final).", &["kind", "state"])?,
             produce_errors: counter("meter_aggregator_produce_errors_total", "Failed produce attempts to output topics.", &["topic"])?,
             open_aggregates,
             watermark,
@@ -127,30 +143,35 @@ impl ConsumerContext for RebalanceWatch {
 }
 
 pub struct RunOptions {
-    /// Stop after this long without input once everything is flushed (batch
-    /// runs and tests); None runs until Ctrl-C.
+    /// Stop after this long without input once everything is flushed and no
+    /// partition of the input topics has lag (batch runs and tests); None
+    /// runs until Ctrl-C.
     pub until_idle: Option<Duration>,
 }
 
 pub fn settings_from(config: &MeterConfig) -> EngineSettings {
-    let zones = config.clone();
-    EngineSettings {
-        periods: Period::ALL.to_vec(),
-        allowed_lateness: chrono::Duration::seconds(config.aggregator.allowed_lateness_seconds as i64),
-        dedup_horizon: chrono::Duration::days(i64::from(config.aggregator.dedup_horizon_days)),
-        zone_of: Box::new(move |tenant| zones.time_zone_of(tenant)),
-    }
+    EngineSettings::from_config(config)
 }
 
 struct Partition {
     state: PartitionState,
     /// Offset already checkpointed and committed.
     saved_offset: i64,
-    last_input: Instant,
-    /// The watermark moved since the last checkpoint (idle rule).
-    watermark_moved: bool,
     /// Offset last committed to the group by this instance.
     committed: Option<i64>,
+    /// Set after a seek to the checkpoint: records before the expected
+    /// offset are ignored until it arrives.
+    sought_at: Option<Instant>,
+    /// When this instance last wrote a clock record into the partition.
+    clock_written: Option<Instant>,
+}
+
+/// Why the aggregator stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+#[error("partitions still behind after {waited:?} idle: {behind:?} (another member may still own them; run again, or check `meter stack status`)")]
+pub struct StillBehind {
+    pub waited: Duration,
+    pub behind: Vec<String>,
 }
 
 pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetrics, options: RunOptions) -> Result<(), RunError> {
@@ -164,10 +185,12 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
     let producer = meter_kafka::producer(&config.kafka)?;
     let dead_letters = DeadLetters::with_producer(producer.clone(), config.topics.dead_letters.clone());
     let flush_every = Duration::from_millis(config.aggregator.flush_interval_ms.max(10));
+    let clock_every = Duration::from_secs(config.aggregator.clock_record_seconds.max(1));
     let mut partitions: HashMap<(String, i32), Partition> = HashMap::new();
     let mut last_flush = Instant::now();
     let mut last_input = Instant::now();
     let mut last_lag = Instant::now();
+    let mut behind_since: Option<Instant> = None;
     let mut stall = StallWatch::new(Duration::from_secs(config.aggregator.stalled_partition_seconds.max(1)));
     tracing::info!(group = %config.aggregator.group_id, ?topics, state_dir = %config.aggregator.state_dir.display(), "aggregator started");
 
@@ -176,7 +199,7 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
             r = tokio::time::timeout(flush_every, consumer.recv()) => r,
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("interrupted: flushing and stopping");
-                flush(config, &book, &settings, &store, &consumer, &producer, &metrics, &mut partitions).await?;
+                flush(config, &book, &store, &consumer, &producer, &metrics, &mut partitions).await?;
                 return Ok(());
             }
         };
@@ -197,19 +220,28 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                 let offset = message.offset();
                 let key = (topic.clone(), partition_id);
                 if !partitions.contains_key(&key) {
-                    let state = store.load(&topic, partition_id)?;
-                    tracing::info!(%topic, partition = partition_id, resume_offset = state.next_offset, "partition assigned");
-                    let saved_offset = state.next_offset;
-                    partitions.insert(key.clone(), Partition { state, saved_offset, last_input: Instant::now(), watermark_moved: false, committed: None });
+                    take_partition(&store, &consumer, &mut partitions, &topic, partition_id)?;
                 }
                 let Some(partition) = partitions.get_mut(&key) else { continue };
-                partition.last_input = Instant::now();
-                if offset < partition.state.next_offset {
+                let expected = partition.state.next_offset;
+                if offset < expected {
                     continue; // already in the checkpointed state
                 }
+                if offset > expected {
+                    // Not the record the state continues from (the consumer's
+                    // position was ahead of the checkpoint): go back to it.
+                    if partition.sought_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                        tracing::warn!(%topic, partition = partition_id, offset, expected, "record ahead of the checkpoint: seeking back");
+                        seek(&consumer, &topic, partition_id, expected);
+                        partition.sought_at = Some(Instant::now());
+                    }
+                    continue;
+                }
+                partition.sought_at = None;
                 let Some(kind) = kind_of_topic(&config.topics, &topic) else { continue };
-                metrics.consumed.with_label_values(&[kind.slug()]).inc();
                 let payload = message.payload().unwrap_or_default();
+                let at = message.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis).unwrap_or_default();
+                let control = meter_kafka::is_control(&message);
                 let letter = |error_kind: &str, error: String| DeadLetter {
                     component: "aggregator".into(),
                     error_kind: error_kind.into(),
@@ -223,39 +255,53 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                     source_offset: Some(offset),
                     failed_at: meter_model::codec::to_millis(Utc::now()),
                 };
-                let event = match EventCodec::decode_event(kind, payload) {
-                    Ok(event) => event,
-                    Err(e) => {
-                        dead_letters.send(&letter("avro_decode", e.to_string())).await?;
-                        metrics.dead_lettered.with_label_values(&[kind.slug(), "avro_decode"]).inc();
+                // A record that makes processing panic is dead-lettered, not
+                // retried forever (the engine computes before it mutates).
+                let processed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    process(&mut partition.state, offset, at, kind, payload, control, &settings, &book)
+                }));
+                let processed = match processed {
+                    Ok(p) => p,
+                    Err(_) => {
                         partition.state.skip(offset);
-                        continue;
+                        Processed::Refused("processing_panic", "processing this record panicked".into())
                     }
                 };
-                if let Err(e) = event.validate() {
-                    dead_letters.send(&letter("invalid_event", e.to_string())).await?;
-                    metrics.dead_lettered.with_label_values(&[kind.slug(), "invalid_event"]).inc();
-                    partition.state.skip(offset);
-                    continue;
-                }
-                match partition.state.apply(offset, &event, &settings, &book) {
-                    Outcome::Counted => {
-                        if let meter_model::Event::CheckResult(c) = &event {
-                            metrics.tenant_check_runs.with_label_values(&[&c.header.tenant, c.status.avro_symbol()]).inc();
+                metrics.consumed.with_label_values(&[kind.slug()]).inc();
+                match processed {
+                    Processed::Outcome(event, outcome) => match outcome {
+                        Outcome::Counted | Outcome::Corrected | Outcome::Retracted => {
+                            let label = match outcome {
+                                Outcome::Corrected => "corrected",
+                                Outcome::Retracted => "retracted",
+                                _ => "counted",
+                            };
+                            metrics.applied.with_label_values(&[kind.slug(), label]).inc();
+                            if let meter_model::Event::CheckResult(c) = &event {
+                                // Labels from configured tenants only: event data must not grow the series.
+                                let tenant = if settings.calendar.knows(&c.header.tenant) { c.header.tenant.as_str() } else { "other" };
+                                metrics.tenant_check_runs.with_label_values(&[tenant, c.status.avro_symbol()]).inc();
+                            }
                         }
-                    }
-                    Outcome::Duplicate => metrics.duplicates.with_label_values(&[kind.slug()]).inc(),
-                    Outcome::Late { reason } => {
-                        send_late(config, &producer, &topic, partition_id, offset, reason, &event.header().tenant, payload).await?;
-                        metrics.late.with_label_values(&[kind.slug(), reason]).inc();
-                    }
-                    Outcome::Unrated(e) => {
-                        dead_letters.send(&letter("unrated", e.to_string())).await?;
-                        metrics.dead_lettered.with_label_values(&[kind.slug(), "unrated"]).inc();
+                        Outcome::Duplicate => metrics.duplicates.with_label_values(&[kind.slug()]).inc(),
+                        Outcome::Late(reason) => {
+                            send_late(config, &producer, &topic, partition_id, offset, reason.label(), &event.header().tenant, payload).await?;
+                            metrics.late.with_label_values(&[kind.slug(), reason.label()]).inc();
+                        }
+                        Outcome::Refused(refusal) => {
+                            dead_letters.send(&letter(refusal.reason(), refusal.to_string())).await?;
+                            metrics.dead_lettered.with_label_values(&[kind.slug(), refusal.reason()]).inc();
+                        }
+                        Outcome::Control => {}
+                    },
+                    Processed::Control => metrics.control_records.with_label_values(&[kind.slug()]).inc(),
+                    Processed::Refused(reason, error) => {
+                        dead_letters.send(&letter(reason, error)).await?;
+                        metrics.dead_lettered.with_label_values(&[kind.slug(), reason]).inc();
                     }
                 }
-                if let Some(w) = partition.state.watermark {
-                    metrics.watermark.with_label_values(&[&topic, &partition_id.to_string()]).set(w.timestamp());
+                if let Some(clock) = partition.state.clock {
+                    metrics.watermark.with_label_values(&[&topic, &partition_id.to_string()]).set(clock.timestamp());
                 }
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "consumer error; retrying"),
@@ -263,13 +309,22 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
         }
         if stall.due() && tokio::task::block_in_place(|| stall.orphaned_partitions(&consumer, &topics)) {
             tracing::warn!("rejoining the consumer group so the broker reassigns stalled partitions");
-            flush(config, &book, &settings, &store, &consumer, &producer, &metrics, &mut partitions).await?;
+            flush(config, &book, &store, &consumer, &producer, &metrics, &mut partitions).await?;
             partitions.clear();
             consumer.unsubscribe();
             consumer.subscribe(&topics)?;
         }
         if last_flush.elapsed() >= flush_every {
-            flush(config, &book, &settings, &store, &consumer, &producer, &metrics, &mut partitions).await?;
+            // Partitions assigned but silent still close their periods.
+            if let Ok(assignment) = consumer.assignment() {
+                for element in assignment.elements() {
+                    if !partitions.contains_key(&(element.topic().to_string(), element.partition())) {
+                        take_partition(&store, &consumer, &mut partitions, element.topic(), element.partition())?;
+                    }
+                }
+            }
+            write_clock_records(&producer, &settings, clock_every, &metrics, &mut partitions).await?;
+            flush(config, &book, &store, &consumer, &producer, &metrics, &mut partitions).await?;
             last_flush = Instant::now();
             if last_lag.elapsed() >= LAG_EVERY {
                 last_lag = Instant::now();
@@ -287,12 +342,176 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                 if !assigned {
                     last_input = Instant::now(); // idle counts from the assignment on
                 } else if last_input.elapsed() >= idle {
-                    tracing::info!("no input for {idle:?}: everything flushed, stopping");
-                    return Ok(());
+                    // Idle here is not done: every partition of the input
+                    // topics must be consumed, by this instance or another.
+                    let behind = tokio::task::block_in_place(|| partitions_behind(&consumer, &topics, &partitions));
+                    if behind.is_empty() {
+                        tracing::info!("no input for {idle:?} and no lag: everything flushed, stopping");
+                        return Ok(());
+                    }
+                    let since = *behind_since.get_or_insert_with(Instant::now);
+                    let patience = idle.max(Duration::from_secs(60)) * 3;
+                    if since.elapsed() >= patience {
+                        return Err(RunError::Behind(StillBehind { waited: since.elapsed(), behind }));
+                    }
+                    tracing::info!(?behind, "idle, but partitions still have lag: waiting");
+                } else {
+                    behind_since = None;
                 }
             }
         }
     }
+}
+
+/// What processing one record gave.
+enum Processed {
+    Outcome(meter_model::Event, Outcome),
+    Control,
+    /// (reason, error) for the dead-letter topic.
+    Refused(&'static str, String),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn process(
+    state: &mut PartitionState,
+    offset: i64,
+    at: chrono::DateTime<Utc>,
+    kind: EventKind,
+    payload: &[u8],
+    control: bool,
+    settings: &EngineSettings,
+    book: &PriceBook,
+) -> Processed {
+    if control {
+        return match EventCodec::decode::<PeriodControl>(payload) {
+            Ok(c) => {
+                state.apply_control(offset, &c, settings, book);
+                Processed::Control
+            }
+            Err(e) => {
+                state.skip(offset);
+                Processed::Refused("control_decode", e.to_string())
+            }
+        };
+    }
+    match EventCodec::decode_event(kind, payload) {
+        Ok(event) => {
+            let outcome = state.apply(offset, at, &event, settings, book);
+            Processed::Outcome(event, outcome)
+        }
+        Err(e) => {
+            state.skip(offset);
+            Processed::Refused("avro_decode", e.to_string())
+        }
+    }
+}
+
+/// Loads a partition's checkpoint and moves the consumer to it: a missing
+/// checkpoint rebuilds the partition from the topic's start, never from zero
+/// state at the group's committed offset.
+fn take_partition(
+    store: &CheckpointStore,
+    consumer: &StreamConsumer<RebalanceWatch>,
+    partitions: &mut HashMap<(String, i32), Partition>,
+    topic: &str,
+    partition_id: i32,
+) -> Result<(), RunError> {
+    let state = store.load(topic, partition_id)?;
+    tracing::info!(%topic, partition = partition_id, resume_offset = state.next_offset, "partition taken");
+    let saved_offset = state.next_offset;
+    seek(consumer, topic, partition_id, saved_offset);
+    partitions.insert(
+        (topic.to_string(), partition_id),
+        Partition { state, saved_offset, committed: None, sought_at: Some(Instant::now()), clock_written: None },
+    );
+    Ok(())
+}
+
+fn seek(consumer: &StreamConsumer<RebalanceWatch>, topic: &str, partition: i32, offset: i64) {
+    if let Err(e) = consumer.seek(topic, partition, Offset::Offset(offset), Duration::from_secs(5)) {
+        tracing::warn!(%topic, partition, offset, error = %e, "seek to the checkpoint failed; retrying on the next record");
+    }
+}
+
+/// Records the wall clock in every owned partition whose recorded clock is
+/// older than `every`, or where it would close a month or a day now. The
+/// records take effect when they are read back, in order with the events.
+async fn write_clock_records(
+    producer: &FutureProducer,
+    settings: &EngineSettings,
+    every: Duration,
+    metrics: &AggregatorMetrics,
+    partitions: &mut HashMap<(String, i32), Partition>,
+) -> Result<(), RunError> {
+    let now = meter_model::codec::to_millis(Utc::now());
+    for ((topic, partition_id), partition) in partitions.iter_mut() {
+        // One record in flight at a time per partition.
+        if partition.clock_written.is_some_and(|at| at.elapsed() < every.min(Duration::from_secs(10)).max(Duration::from_secs(1))) {
+            continue;
+        }
+        let stale = partition.state.clock.is_none_or(|c| (now - c).to_std().unwrap_or_default() >= every);
+        if !stale && !partition.state.clock_record_due(now, settings) {
+            continue;
+        }
+        let control = PeriodControl {
+            action: PeriodAction::Clock,
+            clock: now,
+            tenant: String::new(),
+            month: String::new(),
+            requested_by: "aggregator".into(),
+            reason: "wall clock".into(),
+        };
+        meter_kafka::publish_control(producer, topic, *partition_id, &control).await?;
+        partition.clock_written = Some(Instant::now());
+        metrics.clock_records.inc();
+    }
+    Ok(())
+}
+
+/// Partitions of the input topics with records nobody has applied: for an
+/// owned partition, past this instance's state; for another, past the
+/// group's committed offset.
+fn partitions_behind(consumer: &StreamConsumer<RebalanceWatch>, topics: &[&str], partitions: &HashMap<(String, i32), Partition>) -> Vec<String> {
+    let timeout = Duration::from_secs(5);
+    let mut behind = Vec::new();
+    let mut others = TopicPartitionList::new();
+    for topic in topics {
+        let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else {
+            behind.push(format!("{topic} (metadata unavailable)"));
+            continue;
+        };
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                match partitions.get(&(topic.to_string(), p.id())) {
+                    Some(owned) => {
+                        if let Ok((_, high)) = consumer.fetch_watermarks(topic, p.id(), timeout) {
+                            if owned.state.next_offset < high || owned.saved_offset < owned.state.next_offset {
+                                behind.push(format!("{topic}/{} (at {}, end {high})", p.id(), owned.state.next_offset));
+                            }
+                        }
+                    }
+                    None => {
+                        others.add_partition(topic, p.id());
+                    }
+                }
+            }
+        }
+    }
+    if others.count() > 0 {
+        let committed = consumer.committed_offsets(others.clone(), timeout).ok();
+        for element in others.elements() {
+            let (topic, partition) = (element.topic(), element.partition());
+            let Ok((low, high)) = consumer.fetch_watermarks(topic, partition, timeout) else { continue };
+            let done = match committed.as_ref().and_then(|c| c.find_partition(topic, partition)).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => low,
+            };
+            if done < high {
+                behind.push(format!("{topic}/{partition} (committed {done}, end {high}, owned by another member)"));
+            }
+        }
+    }
+    behind
 }
 
 /// Watches the partitions of the group's topics that this instance does not
@@ -394,30 +613,18 @@ async fn send_late(
         .map_err(|(source, _)| KafkaError::Publish { topic: config.topics.late_events.clone(), source })
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn flush(
     config: &MeterConfig,
     book: &PriceBook,
-    settings: &EngineSettings,
     store: &CheckpointStore,
     consumer: &StreamConsumer<RebalanceWatch>,
     producer: &FutureProducer,
     metrics: &AggregatorMetrics,
     partitions: &mut HashMap<(String, i32), Partition>,
 ) -> Result<(), RunError> {
-    let now = Utc::now();
-    let idle = Duration::from_secs(config.aggregator.idle_partition_seconds);
     let mut commits = TopicPartitionList::new();
     for ((topic, partition_id), partition) in partitions.iter_mut() {
-        if partition.last_input.elapsed() >= idle {
-            let to = now - chrono::Duration::from_std(idle).unwrap_or_default();
-            if partition.state.advance_watermark(to) {
-                partition.watermark_moved = true;
-                tracing::info!(%topic, partition = partition_id, watermark = %to, "idle partition: watermark moved");
-            }
-        }
-        let unchanged =
-            partition.state.next_offset == partition.saved_offset && !partition.state.has_pending() && !partition.watermark_moved;
+        let unchanged = partition.state.next_offset == partition.saved_offset && !partition.state.has_pending();
         if unchanged {
             // A partition taken over at its checkpoint still gets its offset
             // committed, so the group's lag reflects the checkpoint.
@@ -427,31 +634,32 @@ async fn flush(
             }
             continue;
         }
-        let emissions = partition.state.take_emissions(settings, book, now);
+        let emissions = partition.state.take_emissions(book);
         let mut sends = Vec::with_capacity(emissions.len());
         for aggregate in &emissions {
             let payload = EventCodec::encode(aggregate).map_err(KafkaError::from)?;
             let key = aggregate.aggregate_id.clone();
             let topic = config.topics.aggregates.clone();
             let kind = aggregate.kind;
+            let is_final = aggregate.is_final;
             sends.push(async move {
                 let result = meter_kafka::publish(producer, &topic, &key, &payload).await;
                 if result.is_err() {
                     metrics.produce_errors.with_label_values(&[&topic]).inc();
                 }
-                result.map(|_| kind)
+                result.map(|_| (kind, is_final))
             });
         }
-        for kind in try_join_all(sends).await? {
-            metrics.emitted.with_label_values(&[kind.slug()]).inc();
+        for (kind, is_final) in try_join_all(sends).await? {
+            metrics.emitted.with_label_values(&[kind.slug(), if is_final { "final" } else { "revision" }]).inc();
         }
         store.save(topic, *partition_id, &partition.state)?;
         partition.saved_offset = partition.state.next_offset;
-        partition.watermark_moved = false;
         commits.add_partition_offset(topic, *partition_id, Offset::Offset(partition.state.next_offset))?;
         partition.committed = Some(partition.state.next_offset);
         let tenants: std::collections::BTreeSet<&str> = emissions.iter().map(|a| a.tenant.as_str()).collect();
-        tracing::info!(%topic, partition = partition_id, ?tenants, emitted = emissions.len(), next_offset = partition.state.next_offset,
+        let finals = emissions.iter().filter(|a| a.is_final).count();
+        tracing::info!(%topic, partition = partition_id, ?tenants, emitted = emissions.len(), finals, next_offset = partition.state.next_offset,
             open_aggregates = partition.state.aggregates.len(), "flushed");
     }
     if commits.count() > 0 {

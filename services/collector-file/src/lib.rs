@@ -6,7 +6,7 @@
 pub mod csv_table;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use chrono::Utc;
@@ -74,6 +74,9 @@ pub struct CollectReport {
     pub lines_read: u64,
     pub published: u64,
     pub rejections: Vec<Rejection>,
+    /// (tenant, event_time) of every published event, when
+    /// [`CollectOptions::keep_published`] asks for them (backfills).
+    pub published_events: Vec<(String, chrono::DateTime<Utc>)>,
 }
 
 impl CollectReport {
@@ -91,13 +94,19 @@ pub struct CollectOptions {
     pub show_progress: bool,
     /// Publishes in flight at once; the broker's acks bound memory.
     pub max_in_flight: usize,
+    /// Keep (tenant, event_time) of what was published in the report.
+    pub keep_published: bool,
 }
 
 impl Default for CollectOptions {
     fn default() -> Self {
-        CollectOptions { show_progress: false, max_in_flight: 10_000 }
+        CollectOptions { show_progress: false, max_in_flight: 10_000, keep_published: false }
     }
 }
+
+/// The longest line a JSON-lines file may have: longer ones are refused
+/// (reason `line_too_long`) and the rest of the file is still read.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
 /// One non-blank line of a JSON-lines file.
 pub struct JsonLine {
@@ -127,12 +136,39 @@ impl<R: BufRead> JsonLines<R> {
         let mut bytes_read = 0;
         loop {
             raw.clear();
-            let n = self.reader.read_until(b'\n', raw)?;
+            let n = (&mut self.reader).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', raw)?;
             if n == 0 {
                 return Ok(None);
             }
             bytes_read += n;
             self.number += 1;
+            if raw.len() > MAX_LINE_BYTES && raw.last() != Some(&b'\n') {
+                // Skip the rest of the line without holding it.
+                let mut rest = 0usize;
+                loop {
+                    let buf = self.reader.fill_buf()?;
+                    if buf.is_empty() {
+                        break;
+                    }
+                    match buf.iter().position(|b| *b == b'\n') {
+                        Some(i) => {
+                            self.reader.consume(i + 1);
+                            rest += i + 1;
+                            break;
+                        }
+                        None => {
+                            let len = buf.len();
+                            self.reader.consume(len);
+                            rest += len;
+                        }
+                    }
+                }
+                bytes_read += rest;
+                let total = raw.len() + rest;
+                raw.truncate(MAX_LINE_BYTES);
+                let error = format!("line is {total} bytes long, more than the {MAX_LINE_BYTES} allowed");
+                return Ok(Some(JsonLine { number: self.number, bytes_read, parsed: Err(("line_too_long", error)) }));
+            }
             let parsed = match std::str::from_utf8(raw) {
                 Err(e) => Err(("not_utf8", format!("line is not UTF-8: {e}"))),
                 Ok(text) if text.trim().is_empty() => continue,
@@ -263,6 +299,9 @@ pub async fn collect_file(
         match parsed {
             Ok(mut event) => {
                 event.header_mut().ingest_time = to_millis(Utc::now());
+                if options.keep_published {
+                    report.published_events.push((event.header().tenant.clone(), event.header().event_time));
+                }
                 let payload = EventCodec::encode_event(&event).map_err(KafkaError::from)?;
                 let key = event_key(&event.header().tenant).to_string();
                 let producer = producer.clone();
@@ -321,5 +360,27 @@ mod tests {
         );
         // A ticket line is not a VM line.
         assert_eq!(parse_line(EventKind::VmUsage, GOOD).unwrap_err().0, "unknown_field");
+        // Year 2099 and signed years are refused.
+        let far = GOOD.replace("2024-01-08T10:00:00Z", "2099-01-08T10:00:00Z");
+        assert_eq!(parse_line(EventKind::TicketTime, &far).unwrap_err().0, "invalid_event");
+        let huge = GOOD.replace("\"event_time\":\"2024-01-08T10:00:00Z\"", "\"event_time\":\"+262142-12-31T12:00:00Z\"");
+        assert!(parse_line(EventKind::TicketTime, &huge).is_err());
+    }
+
+    #[test]
+    fn a_huge_line_is_refused_and_the_next_lines_are_read() {
+        let big = format!("{{\"x\":\"{}\"}}", "a".repeat(MAX_LINE_BYTES * 3));
+        let data = format!("{GOOD}\n{big}\n\n{GOOD}\n");
+        let mut lines = JsonLines::new(std::io::BufReader::with_capacity(8192, data.as_bytes()), EventKind::TicketTime);
+        let mut raw = Vec::new();
+        let first = lines.next(&mut raw).unwrap().unwrap();
+        assert!(first.parsed.is_ok());
+        let second = lines.next(&mut raw).unwrap().unwrap();
+        assert_eq!(second.parsed.unwrap_err().0, "line_too_long");
+        assert!(raw.len() <= MAX_LINE_BYTES);
+        let third = lines.next(&mut raw).unwrap().unwrap();
+        assert_eq!(third.number, 4);
+        assert!(third.parsed.is_ok());
+        assert!(lines.next(&mut raw).unwrap().is_none());
     }
 }

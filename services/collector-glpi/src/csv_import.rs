@@ -169,6 +169,8 @@ fn row_to_event(row: &Fields<'_>, mapping: &Mapping, zone: Tz) -> Result<Row, (&
             domain: mapping.domain(None, &category_path),
             event_time: to_millis(event_time),
             ingest_time: DateTime::<Utc>::UNIX_EPOCH,
+            version: 0,
+            deleted: false,
         },
         ticket_id,
         task_id,

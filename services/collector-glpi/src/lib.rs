@@ -19,7 +19,8 @@
 //!    `completename`), both cached for the run, and maps them with the
 //!    mapping file ([`mapping`]): `event_id = glpi-task-<id>`, minutes =
 //!    `actiontime` seconds rounded up to the minute, `start_time = date`,
-//!    `event_time = date_mod`, both read in the GLPI server's time zone;
+//!    `event_time = date`, `version = date_mod` (epoch ms: an edited task
+//!    replaces its earlier version), both read in the GLPI server's time zone;
 //! 4. tasks without time are skipped; malformed tasks, tasks of unmapped
 //!    entities and events failing [`meter_model::Event::validate`] are
 //!    dead-lettered (component `collector-glpi`, the task's JSON exactly as
@@ -390,8 +391,10 @@ impl Run<'_> {
         if minutes == 0 {
             return Ok(Outcome::Skip);
         }
-        let (start_time, event_time) = match (self.time(task, "date"), self.time(task, "date_mod")) {
-            (Ok(s), Ok(e)) => (s, e),
+        // The work happened at `date`; `date_mod` only says which edit this is,
+        // so an edited task replaces its earlier version in the same windows.
+        let (start_time, event_time, modified) = match (self.time(task, "date"), self.time(task, "date_mod")) {
+            (Ok(s), Ok(m)) => (s, s, m),
             (Err(e), _) | (_, Err(e)) => return malformed(e),
         };
         let ticket_id = match uint(task, "tickets_id") {
@@ -463,6 +466,8 @@ impl Run<'_> {
                 domain: self.mapping.domain(Some(category_id).filter(|c| *c > 0), &category_path),
                 event_time: to_millis(event_time),
                 ingest_time: DateTime::<Utc>::UNIX_EPOCH,
+                version: modified.timestamp_millis(),
+                deleted: false,
             },
             ticket_id: ticket_id.to_string(),
             task_id: id.to_string(),

@@ -494,7 +494,7 @@ mod tests {
 
     fn meter() -> MeterConfig {
         let mut m = MeterConfig::default();
-        m.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "Europe/Paris".into() });
+        m.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "Europe/Paris".into(), period_grace_days: None });
         m
     }
 

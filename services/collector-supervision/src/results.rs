@@ -191,6 +191,8 @@ pub fn to_event(settings: &Settings, incoming: &Incoming, received: DateTime<Utc
             domain: target.domain.clone(),
             event_time: executed,
             ingest_time: DateTime::<Utc>::UNIX_EPOCH,
+            version: 0,
+            deleted: false,
         },
         check_id: check.check_id.clone(),
         check_name: check.check_name.clone(),

@@ -268,6 +268,8 @@ pub fn missed_runs(schedule: &Schedule, runs_seen: &[SeenRun], from: DateTime<Ut
                     domain: check.domain.clone(),
                     event_time: deadline,
                     ingest_time: DateTime::<Utc>::UNIX_EPOCH,
+                    version: 0,
+                    deleted: false,
                 },
                 check_id: check.check_id.clone(),
                 check_name: check.check_name.clone(),

@@ -143,6 +143,8 @@ fn row_to_event(row: &Fields<'_>) -> Result<VmUsage, (&'static str, String)> {
             domain: text(get("domain")),
             event_time: to_millis(event_time),
             ingest_time: DateTime::<Utc>::UNIX_EPOCH,
+            version: 0,
+            deleted: false,
         },
         vm_id: text(get("vm_id")),
         vcpu: integer("vcpu", get("vcpu"), false).map_err(bad)?,

@@ -183,6 +183,8 @@ pub fn plan_scrape(settings: &Settings, state: &ScrapeState, vms: &BTreeMap<Stri
                 domain: rule.domain.clone(),
                 event_time,
                 ingest_time: DateTime::<Utc>::UNIX_EPOCH,
+                version: 0,
+                deleted: false,
             },
             vm_id: vm.clone(),
             vcpu: i32::try_from(vcpu).unwrap_or(i32::MAX),

@@ -3,7 +3,9 @@
 
 mod analytics_cmd;
 mod bench_cmd;
+mod backfill;
 mod demo;
+mod periods_cmd;
 mod reprocess_cmd;
 
 use std::path::{Path, PathBuf};
@@ -79,9 +81,14 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Re-rate a tenant's period from the raw events (late ones included) and
-    /// record who asked and why.
+    /// Re-rate a tenant's closed period from the raw events (late ones
+    /// included) and record who asked and why.
     Reprocess(reprocess_cmd::ReprocessArgs),
+    /// Billing months: list open and closed ones, close one on record.
+    Periods {
+        #[command(subcommand)]
+        action: periods_cmd::PeriodsAction,
+    },
     /// Contracts: what each tenant bought (days, euros or tickets a year).
     Contracts {
         #[command(subcommand)]
@@ -159,6 +166,17 @@ enum CollectSource {
         /// Exit with status 2 when any line was rejected.
         #[arg(long)]
         strict: bool,
+        /// History import: events of closed billing months are counted too
+        /// (their months' days, weeks, months and years are re-rated from all
+        /// raw events and re-emitted final), recorded in reprocess_log.
+        #[arg(long, requires_all = ["requested_by", "reason"])]
+        backfill: bool,
+        /// With --backfill: who asks (recorded).
+        #[arg(long)]
+        requested_by: Option<String>,
+        /// With --backfill: why (recorded), e.g. "history of a new customer".
+        #[arg(long)]
+        reason: Option<String>,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -331,15 +349,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", toml::to_string_pretty(&config)?);
         }
         Command::Migrate => migrate(&config).await?,
-        Command::Collect { source: CollectSource::File { kind, progress, strict, files } } => {
+        Command::Collect { source: CollectSource::File { kind, progress, strict, backfill, requested_by, reason, files } } => {
             let registry = metrics_registry("collector-file", &config.collector.metrics_listen).await?;
             let metrics = collector_file::CollectorMetrics::register(&registry)?;
             let producer = meter_kafka::producer(&config.kafka)?;
             let options = collector_file::CollectOptions {
                 show_progress: progress || std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                keep_published: backfill,
                 ..Default::default()
             };
             let mut rejected = 0usize;
+            let mut published = Vec::new();
             for file in &files {
                 let report = collector_file::collect_file(&config, &producer, &metrics, kind.into(), file, &options)
                     .await
@@ -358,6 +378,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     println!("  ... {} more (all are on the dead-letter topic {})", report.rejections.len() - 20, config.topics.dead_letters);
                 }
                 rejected += report.rejections.len();
+                published.extend(report.published_events);
+            }
+            if backfill {
+                let (Some(requested_by), Some(reason)) = (requested_by, reason) else { bail!("--backfill needs --requested-by and --reason") };
+                backfill::run(&config, &published, &requested_by, &reason).await?;
             }
             if strict && rejected > 0 {
                 return Ok(ExitCode::from(2));
@@ -482,6 +507,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Reprocess(args) => reprocess_cmd::run(&config, args).await?,
+        Command::Periods { action } => periods_cmd::run(&config, action).await?,
         Command::Contracts { action } => analytics_cmd::contracts(&config, action).await?,
         Command::Tenants { action } => analytics_cmd::tenants(&config, action).await?,
         Command::Bench { target: BenchTarget::Clickhouse(args) } => bench_cmd::run(&config, args).await?,

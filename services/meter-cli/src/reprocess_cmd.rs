@@ -78,6 +78,17 @@ pub async fn run(config: &MeterConfig, args: ReprocessArgs) -> Result<()> {
         }
         return Ok(());
     }
+    publish(config, &book, &request, &outcome).await
+}
+
+/// Publishes re-rated aggregates, marks their events counted in the detail
+/// tables, and records the request in `reprocess_log`.
+pub async fn publish(
+    config: &MeterConfig,
+    book: &aggregator::pricing::PriceBook,
+    request: &aggregator::reprocess::ReprocessRequest,
+    outcome: &aggregator::reprocess::ReprocessOutcome,
+) -> Result<()> {
     let producer = meter_kafka::producer(&config.kafka)?;
     let sends = outcome.aggregates.iter().map(|a| {
         let producer = &producer;
@@ -88,15 +99,22 @@ pub async fn run(config: &MeterConfig, args: ReprocessArgs) -> Result<()> {
     });
     try_join_all(sends).await.context("publishing re-rated aggregates")?;
     let client = sink_clickhouse::client(&config.clickhouse).with_database(&config.clickhouse.database);
+    // The events the re-rated totals hold are counted now, late or not before.
+    let calendar = config.calendar();
+    let mut details = sink_clickhouse::details::DetailBatch::default();
+    for event in &outcome.events {
+        details.push(event, calendar.zone(&event.header().tenant), sink_clickhouse::details::Accounting::Reprocessed);
+    }
+    sink_clickhouse::writer::insert_details(&client, &mut details).await.context("marking the re-rated events counted in the detail tables")?;
     let mut insert = client.insert::<LogRow>("reprocess_log").await?;
     insert
         .write(&LogRow {
             requested_at: u32::try_from(outcome.requested_at.timestamp()).unwrap_or(0),
-            requested_by: args.requested_by.clone(),
-            reason: args.reason.clone(),
-            tenant: args.tenant.clone(),
-            period_from: days(args.from),
-            period_to: days(args.to),
+            requested_by: request.requested_by.clone(),
+            reason: request.reason.clone(),
+            tenant: request.tenant.clone(),
+            period_from: days(request.from),
+            period_to: days(request.to),
             events_read: outcome.events_read,
             aggregates_emitted: outcome.aggregates.len() as u64,
             revision: outcome.revision,
@@ -104,7 +122,7 @@ pub async fn run(config: &MeterConfig, args: ReprocessArgs) -> Result<()> {
         })
         .await?;
     insert.end().await.context("recording the request in reprocess_log")?;
-    tracing::info!(tenant = %args.tenant, from = %args.from, to = %args.to, requested_by = %args.requested_by,
-        reason = %args.reason, aggregates = outcome.aggregates.len(), revision = outcome.revision, "period re-rated");
+    tracing::info!(tenant = %request.tenant, from = %request.from, to = %request.to, requested_by = %request.requested_by,
+        reason = %request.reason, aggregates = outcome.aggregates.len(), revision = outcome.revision, "period re-rated");
     Ok(())
 }

@@ -159,17 +159,29 @@ pub struct AggregatorConfig {
     pub metrics_listen: String,
     /// Time zone used for tenants without their own (IANA name).
     pub default_time_zone: String,
-    /// How long after a window's end late events still revise it.
-    pub allowed_lateness_seconds: u64,
+    /// A tenant's billing month stays open (events revise its windows) until
+    /// the wall clock passes its end plus this many days, in the tenant's
+    /// zone; `[tenants.<id>] period_grace_days` overrides it.
+    pub default_period_grace_days: u32,
+    /// How far an event's `event_time` may be ahead of its `ingest_time`;
+    /// further is a wrong clock or a unit mistake: dead-lettered.
+    pub max_clock_skew_seconds: u64,
+    /// How often the aggregator records its wall clock in each partition it
+    /// owns (a control record): months close and running VMs are billed up to
+    /// the day boundary at these records, so a rebuild decides the same.
+    pub clock_record_seconds: u64,
+    /// Open aggregates one tenant may hold in memory; an event that would
+    /// open more is dead-lettered (free-text dimensions must not exhaust
+    /// the aggregator).
+    pub max_open_aggregates_per_tenant: usize,
+    /// How long after a month closes its event ids are remembered, so that a
+    /// correction of a closed event goes to the late topic instead of being
+    /// counted as new.
+    pub closed_event_retention_days: u32,
     /// How often changed aggregates are emitted.
     pub flush_interval_ms: u64,
-    /// Where per-partition state (windows, dedup keys, offsets) is checkpointed.
+    /// Where per-partition state (windows, event ids, offsets) is checkpointed.
     pub state_dir: PathBuf,
-    /// How long an event id is remembered for deduplication.
-    pub dedup_horizon_days: u32,
-    /// A partition without input this long has its watermark moved to
-    /// now - this delay, so its windows close even when its tenants go quiet.
-    pub idle_partition_seconds: u64,
     /// A partition of the group's topics that no instance of this one owns,
     /// with lag and no committed progress for this long, makes the instance
     /// leave and rejoin the group: the broker then rebuilds the assignment
@@ -183,11 +195,13 @@ impl Default for AggregatorConfig {
             group_id: "meter-aggregator".into(),
             metrics_listen: "127.0.0.1:9601".into(),
             default_time_zone: "UTC".into(),
-            allowed_lateness_seconds: 3 * 24 * 3600,
+            default_period_grace_days: 5,
+            max_clock_skew_seconds: 3600,
+            clock_record_seconds: 300,
+            max_open_aggregates_per_tenant: 200_000,
+            closed_event_retention_days: 62,
             flush_interval_ms: 1000,
             state_dir: PathBuf::from(".stack/aggregator-state"),
-            dedup_horizon_days: 7,
-            idle_partition_seconds: 900,
             stalled_partition_seconds: 60,
         }
     }
@@ -261,6 +275,41 @@ impl Default for LogConfig {
 pub struct TenantConfig {
     /// IANA time zone the tenant's days, weeks, months and years are cut in.
     pub time_zone: String,
+    /// Days after a month's end during which its events still count
+    /// (default: `aggregator.default_period_grace_days`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_grace_days: Option<u32>,
+}
+
+/// Each tenant's zone and billing grace, parsed once from the configuration
+/// and shared by the aggregator, the sink and the collectors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantCalendar {
+    default_zone: chrono_tz::Tz,
+    default_grace_days: u32,
+    tenants: std::collections::HashMap<String, (chrono_tz::Tz, u32)>,
+}
+
+impl TenantCalendar {
+    /// One zone and grace for every tenant (tests, tools).
+    pub fn uniform(zone: chrono_tz::Tz, grace_days: u32) -> Self {
+        TenantCalendar { default_zone: zone, default_grace_days: grace_days, tenants: Default::default() }
+    }
+
+    /// The zone a tenant's periods are cut in.
+    pub fn zone(&self, tenant: &str) -> chrono_tz::Tz {
+        self.tenants.get(tenant).map(|t| t.0).unwrap_or(self.default_zone)
+    }
+
+    /// Days after a month's end during which its events still count.
+    pub fn grace_days(&self, tenant: &str) -> u32 {
+        self.tenants.get(tenant).map(|t| t.1).unwrap_or(self.default_grace_days)
+    }
+
+    /// Whether the tenant is configured (bounds metric labels).
+    pub fn knows(&self, tenant: &str) -> bool {
+        self.tenants.contains_key(tenant)
+    }
 }
 
 const SECTIONS: [&str; 10] =
@@ -303,20 +352,32 @@ impl MeterConfig {
         for (tenant, t) in &self.tenants {
             zone(&t.time_zone, &format!("tenants.{tenant}.time_zone"))?;
         }
-        // An id forgotten by deduplication must belong to a closed window, or a
-        // replayed duplicate could count again: horizon > lateness + the longest day.
-        let lateness_days = self.aggregator.allowed_lateness_seconds.div_ceil(86_400);
-        if u64::from(self.aggregator.dedup_horizon_days) < lateness_days + 2 {
-            return Err(ConfigError::Invalid(format!(
-                "aggregator.dedup_horizon_days ({}) must be at least the allowed lateness in days plus 2 ({})",
-                self.aggregator.dedup_horizon_days,
-                lateness_days + 2
-            )));
+        if self.aggregator.clock_record_seconds == 0 || self.aggregator.clock_record_seconds > 3600 {
+            return Err(ConfigError::Invalid("aggregator.clock_record_seconds must be between 1 and 3600".into()));
+        }
+        if self.aggregator.max_open_aggregates_per_tenant == 0 {
+            return Err(ConfigError::Invalid("aggregator.max_open_aggregates_per_tenant must be at least 1".into()));
         }
         if self.sink.batch_rows == 0 {
             return Err(ConfigError::Invalid("sink.batch_rows must be at least 1".into()));
         }
         Ok(())
+    }
+
+    /// Every tenant's zone and grace, parsed once (the zones were checked
+    /// when the file was loaded).
+    pub fn calendar(&self) -> TenantCalendar {
+        let default_zone = self.aggregator.default_time_zone.parse().unwrap_or(chrono_tz::UTC);
+        let default_grace_days = self.aggregator.default_period_grace_days;
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|(id, t)| {
+                let zone = t.time_zone.parse().unwrap_or(default_zone);
+                (id.clone(), (zone, t.period_grace_days.unwrap_or(default_grace_days)))
+            })
+            .collect();
+        TenantCalendar { default_zone, default_grace_days, tenants }
     }
 
     /// The time zone a tenant's periods are cut in.
@@ -387,8 +448,13 @@ mod tests {
     #[test]
     fn tenant_zone_falls_back_to_the_default() {
         let mut c = MeterConfig::default();
-        c.tenants.insert("acme".into(), TenantConfig { time_zone: "Europe/Paris".into() });
+        c.tenants.insert("acme".into(), TenantConfig { time_zone: "Europe/Paris".into(), period_grace_days: Some(400) });
         assert_eq!(c.time_zone_of("acme"), chrono_tz::Europe::Paris);
         assert_eq!(c.time_zone_of("other"), chrono_tz::UTC);
+        let calendar = c.calendar();
+        assert_eq!(calendar.zone("acme"), chrono_tz::Europe::Paris);
+        assert_eq!(calendar.grace_days("acme"), 400);
+        assert_eq!(calendar.grace_days("other"), 5);
+        assert!(calendar.knows("acme") && !calendar.knows("other"));
     }
 }

@@ -118,6 +118,8 @@ impl DeadLetters {
     }
 
     pub async fn send(&self, letter: &DeadLetter) -> Result<(), KafkaError> {
+        let bounded = bounded_letter(letter);
+        let letter = &bounded;
         let payload = EventCodec::encode(letter)?;
         publish(&self.producer, &self.topic, &letter.component, &payload).await?;
         tracing::warn!(component = %letter.component, error_kind = %letter.error_kind, error = %letter.error,
@@ -128,6 +130,69 @@ impl DeadLetters {
     }
 }
 
+/// The original bytes a dead letter carries at most: a near-1 MB message
+/// plus its fields must still fit the producer's limit.
+pub const DEAD_LETTER_ORIGINAL_BYTES: usize = 64 * 1024;
+/// The error text a dead letter carries at most.
+pub const DEAD_LETTER_ERROR_BYTES: usize = 4 * 1024;
+
+/// Truncates what a dead letter carries, and says so in its error.
+pub fn bounded_letter(letter: &DeadLetter) -> DeadLetter {
+    let mut out = letter.clone();
+    if out.error.len() > DEAD_LETTER_ERROR_BYTES {
+        let mut end = DEAD_LETTER_ERROR_BYTES;
+        while !out.error.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.error.truncate(end);
+        out.error.push_str(" [error text truncated]");
+    }
+    if out.original.len() > DEAD_LETTER_ORIGINAL_BYTES {
+        let total = out.original.len();
+        out.original.truncate(DEAD_LETTER_ORIGINAL_BYTES);
+        out.error.push_str(&format!(" [original truncated to its first {DEAD_LETTER_ORIGINAL_BYTES} of {total} bytes]"));
+    }
+    out
+}
+
+/// Whether a message on an event topic is a control record, not an event.
+pub fn is_control<M: rdkafka::message::Message>(message: &M) -> bool {
+    use rdkafka::message::Headers;
+    message.headers().is_some_and(|h| h.iter().any(|h| h.key == meter_model::CONTROL_HEADER))
+}
+
+/// Writes a control record into one partition of an event topic and waits
+/// for the broker's acknowledgement.
+pub async fn publish_control(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    control: &meter_model::PeriodControl,
+) -> Result<(i32, i64), KafkaError> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let payload = EventCodec::encode(control)?;
+    let action = match control.action {
+        meter_model::PeriodAction::Clock => "clock",
+        meter_model::PeriodAction::Close => "close",
+    };
+    let headers = OwnedHeaders::new().insert(Header { key: meter_model::CONTROL_HEADER, value: Some(action) });
+    let key = if control.tenant.is_empty() { "control" } else { control.tenant.as_str() };
+    let record = FutureRecord::to(topic).partition(partition).key(key).payload(&payload).headers(headers);
+    producer
+        .send(record, Duration::from_secs(120))
+        .await
+        .map(|delivery| (delivery.partition, delivery.offset))
+        .map_err(|(source, _)| KafkaError::Publish { topic: topic.to_string(), source })
+}
+
+/// The partition ids of a topic.
+pub fn partitions_of(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> Result<Vec<i32>, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = with_user_properties(base_config(kafka), kafka).create().map_err(KafkaError::Client)?;
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(KafkaError::Client)?;
+    Ok(metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect())
+}
+
 /// One message read back from a topic.
 pub struct StoredMessage {
     pub partition: i32,
@@ -135,6 +200,18 @@ pub struct StoredMessage {
     pub key: Option<Vec<u8>>,
     pub payload: Vec<u8>,
     pub headers: Vec<(String, String)>,
+    /// The record's timestamp (CreateTime), if it has one.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl StoredMessage {
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.header(meter_model::CONTROL_HEADER).is_some()
+    }
 }
 
 /// Reads every partition of `topic` from its start to its end as of now
@@ -182,6 +259,7 @@ pub fn read_to_end(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> Resul
                     key: m.key().map(<[u8]>::to_vec),
                     payload: m.payload().unwrap_or_default().to_vec(),
                     headers,
+                    timestamp_ms: m.timestamp().to_millis(),
                 });
                 if remaining.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
                     remaining.remove(&m.partition());

@@ -44,16 +44,22 @@ impl From<apache_avro::Error> for CodecError {
 
 /// The embedded `.avsc` texts: (full record name, text). History first is
 /// irrelevant; the current version of each record is marked `current`.
-const CURRENT: [(&str, &str); 5] = [
+const CURRENT: [(&str, &str); 6] = [
     ("io.meter.events.VmUsage", include_str!("../../../schemas/vm_usage.avsc")),
     ("io.meter.events.CheckResult", include_str!("../../../schemas/check_result.avsc")),
     ("io.meter.events.TicketTime", include_str!("../../../schemas/ticket_time.avsc")),
     ("io.meter.aggregates.Aggregate", include_str!("../../../schemas/aggregate.avsc")),
     ("io.meter.errors.DeadLetter", include_str!("../../../schemas/dead_letter.avsc")),
+    ("io.meter.control.PeriodControl", include_str!("../../../schemas/period_control.avsc")),
 ];
 
-const HISTORY: [(&str, &str); 1] =
-    [("io.meter.events.TicketTime", include_str!("../../../schemas/history/ticket_time.v1.avsc"))];
+const HISTORY: [(&str, &str); 4] = [
+    ("io.meter.events.TicketTime", include_str!("../../../schemas/history/ticket_time.v1.avsc")),
+    // Before `version` and `deleted` (corrections and retractions).
+    ("io.meter.events.TicketTime", include_str!("../../../schemas/history/ticket_time.v2.avsc")),
+    ("io.meter.events.VmUsage", include_str!("../../../schemas/history/vm_usage.v1.avsc")),
+    ("io.meter.events.CheckResult", include_str!("../../../schemas/history/check_result.v1.avsc")),
+];
 
 struct KnownSchema {
     record: &'static str,
@@ -68,6 +74,9 @@ struct Registry {
 fn registry() -> &'static Registry {
     static REGISTRY: OnceLock<Registry> = OnceLock::new();
     REGISTRY.get_or_init(|| {
+        // A hostile length prefix (an array count of 2^29 in 30 bytes) must be
+        // an error, not a reservation of gigabytes.
+        apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         let mut current = HashMap::new();
         let mut by_header = HashMap::new();
         for (is_current, (record, text)) in
@@ -85,6 +94,10 @@ fn registry() -> &'static Registry {
         Registry { current, by_header }
     })
 }
+
+/// The most one decoded value may allocate: above any legal message (the
+/// producers' limit is 1 MB), far below what would hurt the process.
+pub const MAX_ALLOCATION_BYTES: usize = 8 * 1024 * 1024;
 
 /// A record with an Avro schema in `schemas/`.
 pub trait AvroRecord: Sized {
@@ -106,7 +119,7 @@ impl EventCodec {
     pub fn encode<T: AvroRecord>(record: &T) -> Result<Vec<u8>, CodecError> {
         let (schema, header) = &registry().current[T::RECORD];
         let mut out = header.clone();
-        out.extend(apache_avro::to_avro_datum(schema, record.to_avro()?)?);
+        out.extend(encode_datum(schema, record.to_avro()?)?);
         Ok(out)
     }
 
@@ -154,6 +167,54 @@ impl EventCodec {
     }
 }
 
+/// Encodes a datum with its maps' entries in key order, so that the same
+/// record always gives the same bytes (apache-avro writes a map in its
+/// HashMap's order, which changes from one process to the next).
+fn encode_datum(schema: &Schema, value: Value) -> Result<Vec<u8>, CodecError> {
+    if let (Schema::Record(record), Value::Record(fields)) = (schema, &value) {
+        let same_order = record.fields.len() == fields.len() && record.fields.iter().zip(fields).all(|(f, (name, _))| f.name == *name);
+        if same_order && fields.iter().any(|(_, v)| matches!(v, Value::Map(_))) {
+            let Value::Record(fields) = value else { return Err(CodecError::Shape("record expected".into())) };
+            let mut out = Vec::new();
+            for (field, (name, v)) in record.fields.iter().zip(fields) {
+                match v {
+                    Value::Map(map) => write_sorted_string_map(&mut out, &name, map)?,
+                    v => out.extend(apache_avro::to_avro_datum(&field.schema, v)?),
+                }
+            }
+            return Ok(out);
+        }
+    }
+    Ok(apache_avro::to_avro_datum(schema, value)?)
+}
+
+fn write_long(out: &mut Vec<u8>, n: i64) {
+    let mut z = ((n << 1) ^ (n >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// One block with every entry, then the end marker (Avro binary encoding).
+fn write_sorted_string_map(out: &mut Vec<u8>, name: &str, map: HashMap<String, Value>) -> Result<(), CodecError> {
+    let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    if !entries.is_empty() {
+        write_long(out, entries.len() as i64);
+        for (k, v) in entries {
+            let Value::String(s) = v else { return Err(CodecError::Shape(format!("{name}: map values must be strings"))) };
+            write_long(out, k.len() as i64);
+            out.extend(k.as_bytes());
+            write_long(out, s.len() as i64);
+            out.extend(s.as_bytes());
+        }
+    }
+    out.push(0);
+    Ok(())
+}
+
 /// Maps enum symbols both ways from one table, so the two directions cannot drift.
 macro_rules! symbols {
     ($ty:ty, $field:literal, [$($variant:path => $sym:literal),+ $(,)?]) => {
@@ -190,6 +251,7 @@ symbols!(TechnicianProfile, "technician_profile", [
     TechnicianProfile::Administrator => "ADMINISTRATOR", TechnicianProfile::Engineer => "ENGINEER",
     TechnicianProfile::Consultant => "CONSULTANT", TechnicianProfile::Architect => "ARCHITECT"]);
 symbols!(EventKind, "kind", [EventKind::VmUsage => "VM_USAGE", EventKind::CheckResult => "CHECK_RESULT", EventKind::TicketTime => "TICKET_TIME"]);
+symbols!(PeriodAction, "action", [PeriodAction::Clock => "CLOCK", PeriodAction::Close => "CLOSE"]);
 symbols!(Period, "period", [Period::Day => "DAY", Period::Week => "WEEK", Period::Month => "MONTH", Period::Year => "YEAR"]);
 
 fn header_fields(h: &EventHeader) -> Vec<(&'static str, Value)> {
@@ -204,8 +266,15 @@ fn header_fields(h: &EventHeader) -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// The header fields that close every event record (added in schema v2).
+fn header_tail(h: &EventHeader) -> [(&'static str, Value); 2] {
+    [("version", Value::Long(h.version)), ("deleted", Value::Boolean(h.deleted))]
+}
+
 fn read_header(f: &mut Fields) -> Result<EventHeader, CodecError> {
     Ok(EventHeader {
+        version: f.long("version")?,
+        deleted: f.boolean("deleted")?,
         event_id: f.string("event_id")?,
         source: f.string("source")?,
         tenant: f.string("tenant")?,
@@ -235,6 +304,7 @@ impl AvroRecord for VmUsage {
             ("transition", self.transition.avro()),
             ("sample_interval_seconds", Value::Int(self.sample_interval_seconds)),
         ]);
+        fields.extend(header_tail(&self.header));
         Ok(av::record(fields))
     }
 
@@ -275,6 +345,7 @@ impl AvroRecord for CheckResult {
             ("time_spent_minutes", Value::Int(self.time_spent_minutes)),
             ("output", av::opt_string(&self.output)),
         ]);
+        fields.extend(header_tail(&self.header));
         Ok(av::record(fields))
     }
 
@@ -315,6 +386,7 @@ impl AvroRecord for TicketTime {
             ("minutes_worked", Value::Int(self.minutes_worked)),
             ("start_time", av::ts(self.start_time)),
         ]);
+        fields.extend(header_tail(&self.header));
         Ok(av::record(fields))
     }
 
@@ -445,6 +517,33 @@ impl AvroRecord for DeadLetter {
             source_partition: f.opt_int("source_partition")?,
             source_offset: f.opt_long("source_offset")?,
             failed_at: f.timestamp("failed_at")?,
+        })
+    }
+}
+
+impl AvroRecord for PeriodControl {
+    const RECORD: &'static str = "io.meter.control.PeriodControl";
+
+    fn to_avro(&self) -> Result<Value, CodecError> {
+        Ok(av::record(vec![
+            ("action", self.action.avro()),
+            ("clock", av::ts(self.clock)),
+            ("tenant", Value::String(self.tenant.clone())),
+            ("month", Value::String(self.month.clone())),
+            ("requested_by", Value::String(self.requested_by.clone())),
+            ("reason", Value::String(self.reason.clone())),
+        ]))
+    }
+
+    fn from_avro(value: Value) -> Result<Self, CodecError> {
+        let mut f = Fields::of(Self::RECORD, value)?;
+        Ok(PeriodControl {
+            action: PeriodAction::from_avro_symbol(f.symbol("action")?)?,
+            clock: f.timestamp("clock")?,
+            tenant: f.string("tenant")?,
+            month: f.string("month")?,
+            requested_by: f.string("requested_by")?,
+            reason: f.string("reason")?,
         })
     }
 }

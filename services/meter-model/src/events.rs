@@ -63,6 +63,28 @@ pub struct EventHeader {
     /// Set by the collector when it publishes; absent in input files.
     #[serde(default = "unix_epoch")]
     pub ingest_time: DateTime<Utc>,
+    /// Revision at the source (GLPI: `date_mod`): a higher version of the same
+    /// (tenant, source, event_id) replaces the earlier one.
+    #[serde(default)]
+    pub version: i64,
+    /// Retracts the event (its contribution leaves every window).
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+impl EventHeader {
+    /// The event's identity: no tenant can shadow another's events.
+    pub fn key(&self) -> EventKey {
+        EventKey { tenant: self.tenant.clone(), source: self.source.clone(), event_id: self.event_id.clone() }
+    }
+}
+
+/// What deduplication and corrections key on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EventKey {
+    pub tenant: String,
+    pub source: String,
+    pub event_id: String,
 }
 
 fn unix_epoch() -> DateTime<Utc> {
@@ -254,9 +276,18 @@ impl Event {
         })
     }
 
-    /// Checks the business rules the schema cannot express. Returns every
-    /// problem found, so a user fixes a line once.
+    /// Checks the business rules the schema cannot express, with the default
+    /// clock skew ([`Limits::default`]). Returns every problem found, so a
+    /// user fixes a line once.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        self.validate_with(&Limits::default())
+    }
+
+    /// [`Event::validate`] with explicit limits. An event stamped by a
+    /// collector (`ingest_time` set) is checked against its own stamp, so the
+    /// result never depends on when it is checked; an unstamped one (a file
+    /// line before publishing) against the current time.
+    pub fn validate_with(&self, limits: &Limits) -> Result<(), ValidationError> {
         let mut problems = Vec::new();
         let h = self.header();
         for (name, value) in [
@@ -270,6 +301,32 @@ impl Event {
                 problems.push(format!("{name} must not be empty"));
             }
         }
+        for (name, value) in self.text_fields() {
+            if value.len() > limits::MAX_TEXT_BYTES {
+                problems.push(format!("{name} is {} bytes, more than the {} allowed", value.len(), limits::MAX_TEXT_BYTES));
+            }
+        }
+        let in_range = |t: DateTime<Utc>| (limits::earliest()..limits::latest()).contains(&t);
+        if !in_range(h.event_time) {
+            problems.push(format!("event_time {} is outside [{}, {})", h.event_time, limits::earliest(), limits::latest()));
+        }
+        let stamped = h.ingest_time != DateTime::<Utc>::UNIX_EPOCH;
+        if stamped && !in_range(h.ingest_time) {
+            problems.push(format!("ingest_time {} is outside [{}, {})", h.ingest_time, limits::earliest(), limits::latest()));
+        }
+        let reference = if stamped { h.ingest_time } else { Utc::now() };
+        if h.event_time > reference + limits.max_clock_skew {
+            problems.push(format!(
+                "event_time {} is more than {} s ahead of {} {} (a wrong clock, or a unit mistake)",
+                h.event_time,
+                limits.max_clock_skew.num_seconds(),
+                if stamped { "its ingest_time" } else { "now" },
+                reference
+            ));
+        }
+        if h.version < 0 {
+            problems.push(format!("version must not be negative, got {}", h.version));
+        }
         match self {
             Event::VmUsage(v) => {
                 if v.vm_id.trim().is_empty() {
@@ -277,6 +334,21 @@ impl Event {
                 }
                 if v.vcpu < 0 || v.ram_mib < 0 || v.storage_gb < 0 || v.bandwidth_mbps < 0 || v.public_ips < 0 {
                     problems.push("resources (vcpu, ram_mib, storage_gb, bandwidth_mbps, public_ips) must not be negative".into());
+                }
+                for (name, value, max) in [
+                    ("vcpu", i64::from(v.vcpu), limits::MAX_VCPU),
+                    ("ram_mib", v.ram_mib, limits::MAX_RAM_MIB),
+                    ("storage_gb", v.storage_gb, limits::MAX_STORAGE_GB),
+                    ("bandwidth_mbps", i64::from(v.bandwidth_mbps), limits::MAX_BANDWIDTH_MBPS),
+                    ("public_ips", i64::from(v.public_ips), limits::MAX_PUBLIC_IPS),
+                    ("sample_interval_seconds", i64::from(v.sample_interval_seconds), limits::MAX_SAMPLE_INTERVAL_SECONDS),
+                ] {
+                    if value > max {
+                        problems.push(format!("{name} {value} is above the maximum {max}"));
+                    }
+                }
+                if v.options.len() > limits::MAX_LIST_ITEMS {
+                    problems.push(format!("options has {} items, more than the {} allowed", v.options.len(), limits::MAX_LIST_ITEMS));
                 }
                 match v.transition {
                     VmTransition::Sample if v.sample_interval_seconds <= 0 => {
@@ -310,6 +382,9 @@ impl Event {
                 if t.category_path.is_empty() || t.category_path.iter().any(|c| c.trim().is_empty()) {
                     problems.push("category_path needs at least one non-empty level".into());
                 }
+                if t.category_path.len() > limits::MAX_LIST_ITEMS {
+                    problems.push(format!("category_path has {} levels, more than the {} allowed", t.category_path.len(), limits::MAX_LIST_ITEMS));
+                }
                 // A task longer than a day is a unit mistake (seconds sent as minutes), not work.
                 if !(1..=24 * 60).contains(&t.minutes_worked) {
                     problems.push(format!("minutes_worked must be between 1 and 1440, got {}", t.minutes_worked));
@@ -326,6 +401,115 @@ impl Event {
         }
     }
 }
+
+impl Event {
+    /// Every free-text field, for the size limit.
+    fn text_fields(&self) -> Vec<(&'static str, &str)> {
+        let h = self.header();
+        let mut out = vec![
+            ("event_id", h.event_id.as_str()),
+            ("source", h.source.as_str()),
+            ("tenant", h.tenant.as_str()),
+            ("subsidiary", h.subsidiary.as_str()),
+            ("domain", h.domain.as_str()),
+        ];
+        match self {
+            Event::VmUsage(v) => {
+                out.extend([("vm_id", v.vm_id.as_str()), ("datacenter", v.datacenter.as_str())]);
+                out.extend(v.options.iter().map(|o| ("options[]", o.as_str())));
+            }
+            Event::CheckResult(c) => {
+                out.extend([("check_id", c.check_id.as_str()), ("check_name", c.check_name.as_str()), ("target", c.target.as_str())]);
+                out.extend(c.ticket_ref.as_deref().map(|s| ("ticket_ref", s)));
+                // Plugin output is drill-down text, longer but still bounded.
+                if let Some(o) = c.output.as_deref().filter(|o| o.len() > limits::MAX_OUTPUT_BYTES) {
+                    out.push(("output", o));
+                }
+            }
+            Event::TicketTime(t) => {
+                out.extend([
+                    ("ticket_id", t.ticket_id.as_str()),
+                    ("task_id", t.task_id.as_str()),
+                    ("requester", t.requester.as_str()),
+                    ("technician", t.technician.as_str()),
+                ]);
+                out.extend(t.category_path.iter().map(|c| ("category_path[]", c.as_str())));
+                out.extend(t.application.as_deref().map(|s| ("application", s)));
+                out.extend(t.country.as_deref().map(|s| ("country", s)));
+            }
+        }
+        out
+    }
+}
+
+/// The documented bounds of every event field. Anything outside is refused
+/// with its reason at every intake and by the aggregator.
+pub mod limits {
+    use chrono::{DateTime, TimeZone, Utc};
+
+    /// Ids, names, dimensions: bytes at most.
+    pub const MAX_TEXT_BYTES: usize = 256;
+    /// A check's plugin output: bytes at most.
+    pub const MAX_OUTPUT_BYTES: usize = 4096;
+    /// Items of `category_path` and `options`.
+    pub const MAX_LIST_ITEMS: usize = 16;
+    pub const MAX_VCPU: i64 = 4096;
+    /// 64 TiB.
+    pub const MAX_RAM_MIB: i64 = 64 * 1024 * 1024;
+    /// 1 PB.
+    pub const MAX_STORAGE_GB: i64 = 1_000_000;
+    /// 1 Tbit/s.
+    pub const MAX_BANDWIDTH_MBPS: i64 = 1_000_000;
+    pub const MAX_PUBLIC_IPS: i64 = 65_536;
+    /// One sample covers a month at most.
+    pub const MAX_SAMPLE_INTERVAL_SECONDS: i64 = 31 * 86_400;
+    /// Default allowed advance of `event_time` over `ingest_time`.
+    pub const DEFAULT_MAX_CLOCK_SKEW_SECONDS: i64 = 3600;
+
+    /// Event and ingest times are in [2000-01-01, 2100-01-01) UTC.
+    pub fn earliest() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    pub fn latest() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+}
+
+/// Limits that are configuration, not schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How far `event_time` may be ahead of `ingest_time`.
+    pub max_clock_skew: chrono::Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_clock_skew: chrono::Duration::seconds(limits::DEFAULT_MAX_CLOCK_SKEW_SECONDS) }
+    }
+}
+
+/// A wall-clock decision recorded in an event partition (see
+/// `schemas/period_control.avsc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PeriodAction {
+    Clock,
+    Close,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodControl {
+    pub action: PeriodAction,
+    pub clock: DateTime<Utc>,
+    pub tenant: String,
+    pub month: String,
+    pub requested_by: String,
+    pub reason: String,
+}
+
+/// The Kafka header that marks a control record on an event topic.
+pub const CONTROL_HEADER: &str = "meter.control";
 
 /// Business-rule violations of one event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

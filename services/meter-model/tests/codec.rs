@@ -25,7 +25,7 @@ fn every_schema_parses_and_the_files_are_the_embedded_ones() {
             on_disk += 1;
         }
     }
-    assert_eq!(on_disk, 5, "vm_usage, check_result, ticket_time, aggregate, dead_letter");
+    assert_eq!(on_disk, 6, "vm_usage, check_result, ticket_time, aggregate, dead_letter, period_control");
     for (record, text, _) in schema_texts() {
         let schema = Schema::parse_str(text).unwrap();
         assert_eq!(schema.name().map(|n| n.fullname(None)), Some(record.to_string()));
@@ -51,6 +51,8 @@ fn header() -> impl Strategy<Value = EventHeader> {
             domain,
             event_time,
             ingest_time,
+            version: 0,
+            deleted: false,
         },
     )
 }
@@ -214,4 +216,90 @@ fn json_input_refuses_unknown_fields_and_validation_lists_problems() {
     let bad = line.replace("\"minutes_worked\":12", "\"minutes_worked\":0").replace("\"tenant\":\"t\"", "\"tenant\":\" \"");
     let err = Event::from_json(EventKind::TicketTime, &bad).unwrap().validate().unwrap_err();
     assert_eq!(err.problems.len(), 2, "{err}");
+}
+
+#[test]
+fn an_aggregate_always_encodes_to_the_same_bytes() {
+    // Map entries are written in key order, whatever the HashMap's order.
+    let mut dims = std::collections::BTreeMap::new();
+    for i in 0..40 {
+        dims.insert(format!("dimension-{i}"), format!("value-{i}"));
+    }
+    let a = Aggregate {
+        aggregate_id: "x".into(),
+        revision: 1,
+        is_final: false,
+        kind: EventKind::TicketTime,
+        tenant: "acme".into(),
+        subsidiary: "acme-fr".into(),
+        domain: "infrastructure".into(),
+        period: Period::Day,
+        time_zone: "Europe/Paris".into(),
+        window_start: Utc.timestamp_millis_opt(1_767_222_000_000).unwrap(),
+        window_end: Utc.timestamp_millis_opt(1_767_308_400_000).unwrap(),
+        window_label: "2026-01-01".into(),
+        metric: "ticket.time".into(),
+        unit: "minute".into(),
+        dimensions: dims,
+        quantity: rust_decimal_macros::dec!(12.5),
+        event_count: 1,
+        incident_count: 1,
+        request_count: 0,
+        ok_count: 0,
+        warning_count: 0,
+        ko_count: 0,
+        unknown_count: 0,
+        missed_count: 0,
+        cost: rust_decimal_macros::dec!(3.25),
+        currency: "EUR".into(),
+        price_book_version: "2025.1".into(),
+        emitted_at: Utc.timestamp_millis_opt(1_767_222_000_000).unwrap(),
+    };
+    let first = EventCodec::encode(&a).unwrap();
+    for _ in 0..20 {
+        assert_eq!(EventCodec::encode(&a.clone()).unwrap(), first);
+    }
+    assert_eq!(EventCodec::decode::<Aggregate>(&first).unwrap(), a);
+}
+
+#[test]
+fn events_written_before_version_and_deleted_still_decode() {
+    // A ticket written with the previous schema (no version, no deleted).
+    let old = Schema::parse_str(include_str!("../../../schemas/history/ticket_time.v2.avsc")).unwrap();
+    let e = sample_ticket();
+    let Event::TicketTime(t) = &e else { unreachable!() };
+    let mut value = t.to_avro().unwrap();
+    if let apache_avro::types::Value::Record(fields) = &mut value {
+        fields.retain(|(name, _)| name != "version" && name != "deleted");
+    }
+    let mut bytes = {
+        use apache_avro::headers::HeaderBuilder;
+        apache_avro::headers::RabinFingerprintHeader::from_schema(&old).build_header()
+    };
+    bytes.extend(apache_avro::to_avro_datum(&old, value).unwrap());
+    let decoded = EventCodec::decode_event(EventKind::TicketTime, &bytes).unwrap();
+    assert_eq!(decoded.header().version, 0);
+    assert!(!decoded.header().deleted);
+    assert_eq!(decoded.header().event_id, e.header().event_id);
+}
+
+#[test]
+fn hostile_avro_is_an_error_not_an_abort() {
+    // A header of a known schema, then an array count of 2^29 in a few bytes.
+    let good = EventCodec::encode_event(&sample_ticket()).unwrap();
+    let mut evil = good[..10].to_vec();
+    evil.extend([0x02, b'a', 0x02, b'b', 0x02, b'c', 0x02, b'd', 0x02, b'e']);
+    evil.extend([0x80, 0x80, 0x80, 0x80, 0x04]); // a huge count
+    assert!(EventCodec::decode_event(EventKind::TicketTime, &evil).is_err());
+    // Truncated and garbage messages too.
+    for cut in [0, 3, 10, 20, good.len() - 1] {
+        assert!(EventCodec::decode_event(EventKind::TicketTime, &good[..cut]).is_err(), "cut at {cut}");
+    }
+}
+
+fn sample_ticket() -> Event {
+    let line = r#"{"event_id":"1","source":"s","tenant":"t","subsidiary":"s","domain":"d","event_time":"2024-01-02T10:00:00Z",
+        "ticket_id":"T","task_id":"1","ticket_type":"INCIDENT","category_path":["RUN"],"requester":"r","technician":"x",
+        "technician_profile":"ENGINEER","minutes_worked":12,"start_time":"2024-01-02T09:48:00Z"}"#;
+    Event::from_json(EventKind::TicketTime, line).unwrap()
 }

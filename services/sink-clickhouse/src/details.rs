@@ -6,27 +6,38 @@ use chrono_tz::Tz;
 use meter_model::{CheckResult, Event, TicketTime, VmUsage};
 use serde::Serialize;
 
-/// Whether the event is in the aggregates or was set aside as too late.
+/// Where the row comes from: the event topic, the late topic, or a
+/// reprocess (or backfill) that counted it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accounting {
+    /// Read from its event topic: counted while its month is open.
     Counted,
+    /// Set aside: its month was closed when it arrived.
     Late,
+    /// Counted by `meter reprocess` or `meter collect file --backfill`.
+    Reprocessed,
 }
 
 impl Accounting {
-    fn label(self) -> String {
-        match self {
-            Accounting::Counted => "counted".into(),
-            Accounting::Late => "late".into(),
+    /// The `accounting` column: a deleted event says 'deleted' whatever its origin.
+    fn label(self, deleted: bool) -> String {
+        match (self, deleted) {
+            (_, true) => "deleted".into(),
+            (Accounting::Late, false) => "late".into(),
+            (Accounting::Counted | Accounting::Reprocessed, false) => "counted".into(),
         }
     }
 
-    /// 'late' replaces 'counted' for the same event.
-    fn version(self) -> u8 {
-        match self {
+    /// The row's version: the event's version first (the latest edit wins),
+    /// then the origin (a late mark replaces the first reading; a reprocess
+    /// replaces the late mark).
+    fn version(self, event_version: i64) -> u64 {
+        let class = match self {
             Accounting::Counted => 1,
             Accounting::Late => 2,
-        }
+            Accounting::Reprocessed => 3,
+        };
+        (u64::try_from(event_version).unwrap_or(0).min(u64::MAX >> 3) << 2) | class
     }
 }
 
@@ -64,7 +75,7 @@ pub struct TicketTaskRow {
     pub minutes_worked: u32,
     pub start_time: u32,
     pub accounting: String,
-    pub version: u8,
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, clickhouse::Row, Serialize)]
@@ -88,7 +99,7 @@ pub struct CheckRunRow {
     pub time_spent_minutes: u32,
     pub output: String,
     pub accounting: String,
-    pub version: u8,
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, clickhouse::Row, Serialize)]
@@ -114,7 +125,7 @@ pub struct VmUsageRow {
     pub transition: String,
     pub sample_interval_seconds: u32,
     pub accounting: String,
-    pub version: u8,
+    pub version: u64,
 }
 
 fn ticket(t: &TicketTime, tz: Tz, a: Accounting) -> TicketTaskRow {
@@ -141,8 +152,8 @@ fn ticket(t: &TicketTime, tz: Tz, a: Accounting) -> TicketTaskRow {
         country: t.country.clone().unwrap_or_default(),
         minutes_worked: u32::try_from(t.minutes_worked).unwrap_or(0),
         start_time: secs(t.start_time),
-        accounting: a.label(),
-        version: a.version(),
+        accounting: a.label(h.deleted),
+        version: a.version(h.version),
     }
 }
 
@@ -167,8 +178,8 @@ fn check(c: &CheckResult, tz: Tz, a: Accounting) -> CheckRunRow {
         ticket_ref: c.ticket_ref.clone().unwrap_or_default(),
         time_spent_minutes: u32::try_from(c.time_spent_minutes).unwrap_or(0),
         output: c.output.clone().unwrap_or_default(),
-        accounting: a.label(),
-        version: a.version(),
+        accounting: a.label(h.deleted),
+        version: a.version(h.version),
     }
 }
 
@@ -195,8 +206,8 @@ fn vm(v: &VmUsage, tz: Tz, a: Accounting) -> VmUsageRow {
         datacenter: v.datacenter.clone(),
         transition: v.transition.avro_symbol().into(),
         sample_interval_seconds: u32::try_from(v.sample_interval_seconds).unwrap_or(0),
-        accounting: a.label(),
-        version: a.version(),
+        accounting: a.label(h.deleted),
+        version: a.version(h.version),
     }
 }
 
@@ -223,5 +234,25 @@ impl DetailBatch {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_event_version_wins_then_the_origin() {
+        // One version: first reading < late mark < reprocess.
+        assert!(Accounting::Counted.version(5) < Accounting::Late.version(5));
+        assert!(Accounting::Late.version(5) < Accounting::Reprocessed.version(5));
+        // A later edit replaces any origin of an earlier one.
+        assert!(Accounting::Reprocessed.version(5) < Accounting::Counted.version(6));
+        // GLPI versions are epoch milliseconds.
+        let glpi = 1_767_225_600_000;
+        assert!(Accounting::Reprocessed.version(glpi) < Accounting::Counted.version(glpi + 1));
+        assert_eq!(Accounting::Reprocessed.label(true), "deleted");
+        assert_eq!(Accounting::Reprocessed.label(false), "counted");
+        assert_eq!(Accounting::Late.label(false), "late");
     }
 }

@@ -26,6 +26,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 4, name: "reprocess_log", sql: include_str!("../migrations/0004_reprocess_log.sql") },
     Migration { version: 5, name: "contracts", sql: include_str!("../migrations/0005_contracts.sql") },
     Migration { version: 6, name: "analyst_views", sql: include_str!("../migrations/0006_analyst_views.sql") },
+    Migration { version: 7, name: "event_identity_and_period_closes", sql: include_str!("../migrations/0007_event_identity_and_period_closes.sql") },
 ];
 
 #[derive(Debug, clickhouse::Row, Deserialize)]

@@ -29,6 +29,9 @@ const TENANT_TABLES: [&str; 6] = ["aggregates", "ticket_tasks", "check_runs", "v
 /// Migrations creating those tables, and the views.
 const TABLE_MIGRATIONS: [u32; 3] = [1, 3, 5];
 const VIEW_MIGRATIONS: [u32; 2] = [2, 6];
+/// Re-keys the detail tables by event identity; applied to a tenant database
+/// once (while its `ticket_tasks.version` is still UInt8).
+const IDENTITY_MIGRATION: u32 = 7;
 
 fn checked(tenant: &str) -> Result<String, TenantError> {
     if tenant.is_empty() || !tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
@@ -64,6 +67,18 @@ pub async fn provision(
     for m in MIGRATIONS.iter().filter(|m| TABLE_MIGRATIONS.contains(&m.version)) {
         for sql in statements(m.sql, &db) {
             client.query(&sql).execute().await.map_err(|source| MigrationError::Statement { name: format!("{db}: {}", m.name), source })?;
+        }
+    }
+    let old_detail_keys: u8 = client
+        .query("SELECT count() > 0 FROM system.columns WHERE database = ? AND table = 'ticket_tasks' AND name = 'version' AND type = 'UInt8'")
+        .bind(&db)
+        .fetch_one()
+        .await?;
+    if old_detail_keys > 0 {
+        for m in MIGRATIONS.iter().filter(|m| m.version == IDENTITY_MIGRATION) {
+            for sql in statements(m.sql, &db) {
+                client.query(&sql).execute().await.map_err(|source| MigrationError::Statement { name: format!("{db}: {}", m.name), source })?;
+            }
         }
     }
     for table in TENANT_TABLES {

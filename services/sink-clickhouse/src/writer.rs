@@ -199,6 +199,21 @@ where
     }
 }
 
+/// Inserts detail rows once (tools: reprocess, backfill); errors are the caller's.
+pub async fn insert_details(client: &clickhouse::Client, details: &mut DetailBatch) -> Result<(), clickhouse::error::Error> {
+    if !details.tickets.is_empty() {
+        insert_rows(client, "ticket_tasks", &details.tickets).await?;
+    }
+    if !details.checks.is_empty() {
+        insert_rows(client, "check_runs", &details.checks).await?;
+    }
+    if !details.vms.is_empty() {
+        insert_rows(client, "vm_usage_events", &details.vms).await?;
+    }
+    *details = DetailBatch::default();
+    Ok(())
+}
+
 pub struct SinkOptions {
     pub until_idle: Option<Duration>,
 }
@@ -213,6 +228,11 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
     let mut details = DetailBatch::default();
     let dead_letters = DeadLetters::new(config)?;
     let flush_every = Duration::from_millis(config.sink.flush_interval_ms.max(10));
+    let calendar = config.calendar();
+    // The aggregator's rule, so that a refused event never shows as counted.
+    let limits = meter_model::Limits {
+        max_clock_skew: chrono::Duration::seconds(i64::try_from(config.aggregator.max_clock_skew_seconds).unwrap_or(i64::MAX / 1000)),
+    };
     let max_backoff = Duration::from_millis(config.sink.max_backoff_ms.max(100));
     let mut batch: Vec<AggregateRow> = Vec::new();
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
@@ -263,15 +283,19 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
                     }
                 } else {
                     // Raw events for drill-down. Undecodable or invalid ones are
-                    // the aggregator's dead letters, not rows.
+                    // the aggregator's dead letters, not rows; control records
+                    // are not events.
                     let (kind, accounting) = if topic == config.topics.late_events {
                         let source = header(&message, "meter.source_topic").unwrap_or_default();
                         (meter_kafka::kind_of_topic(&config.topics, &source), Accounting::Late)
                     } else {
                         (meter_kafka::kind_of_topic(&config.topics, topic), Accounting::Counted)
                     };
-                    if let Some(event) = kind.and_then(|k| EventCodec::decode_event(k, payload).ok()).filter(|e| e.validate().is_ok()) {
-                        details.push(&event, config.time_zone_of(&event.header().tenant), accounting);
+                    let control = meter_kafka::is_control(&message);
+                    if let Some(event) =
+                        kind.filter(|_| !control).and_then(|k| EventCodec::decode_event(k, payload).ok()).filter(|e| e.validate_with(&limits).is_ok())
+                    {
+                        details.push(&event, calendar.zone(&event.header().tenant), accounting);
                     }
                 }
                 positions.insert((message.topic().to_string(), message.partition()), message.offset() + 1);
