@@ -63,87 +63,101 @@ fn expected_for(tickets: &[&Value]) -> DayTotals {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn duplicates_count_once_and_late_events_revise_or_are_set_aside() {
+async fn duplicates_count_once_and_events_of_a_closed_month_are_set_aside() {
     let _serial = serial();
     let env = TestEnv::new("late").await;
-    let day = |d: u32, h: u32| Utc.with_ymd_and_hms(2024, 1, d, h, 0, 0).unwrap();
-    let first: Vec<Value> = (8..=14).flat_map(|d| [ticket(&format!("a{d}"), day(d, 9), 10 + i64::from(d)), ticket(&format!("b{d}"), day(d, 10), 45)]).collect();
-    // Watermark after the first file: 14 January 10:00.
-    let revising = ticket("late-ok", day(12, 15), 33); // 12 Jan closes on 16 Jan 00:00: still open
-    let too_late = ticket("late-ko", day(9, 15), 50); // 9 Jan closed on 13 Jan 00:00
-    let mut second: Vec<Value> = first[3..8].to_vec(); // a collector sending again
+    let day = |m: u32, d: u32, h: u32| Utc.with_ymd_and_hms(2024, m, d, h, 0, 0).unwrap();
+    let first: Vec<Value> = (8..=14).flat_map(|d| [ticket(&format!("a{d}"), day(1, d, 9), 10 + i64::from(d)), ticket(&format!("b{d}"), day(1, d, 10), 45)]).collect();
+    let february = ticket("feb-1", day(2, 1, 9), 20);
+    // After January is closed on request:
+    let revising = ticket("late-ok", day(2, 1, 15), 33); // February is open: it revises 1 February
+    let too_late = ticket("late-ko", day(1, 9, 15), 50); // January is closed
+    let mut second: Vec<Value> = first[3..8].to_vec(); // a collector sending again: duplicates, not late
     second.push(revising.clone());
     second.push(too_late.clone());
 
     env.meter(&["migrate"]);
-    write_lines(&env.dir.path().join("first.jsonl"), &first.iter().map(Value::to_string).collect::<Vec<_>>());
+    write_lines(&env.dir.path().join("first.jsonl"), &first.iter().chain([&february]).map(Value::to_string).collect::<Vec<_>>());
     write_lines(&env.dir.path().join("second.jsonl"), &second.iter().map(Value::to_string).collect::<Vec<_>>());
     env.meter(&["collect", "file", "--kind", "ticket-time", env.dir.path().join("first.jsonl").to_str().unwrap()]);
     env.meter(&["aggregate", "--until-idle", "2"]);
+    let out = env.meter(&["periods", "close", "--tenant", "initech", "--month", "2024-01", "--requested-by", "billing@example.com", "--reason", "invoice sent"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2024-01"));
     env.meter(&["collect", "file", "--kind", "ticket-time", env.dir.path().join("second.jsonl").to_str().unwrap()]);
     env.meter(&["aggregate", "--until-idle", "2"]);
     env.meter(&["sink", "clickhouse", "--until-idle", "2"]);
 
-    let counted: Vec<&Value> = first.iter().chain([&revising]).collect();
+    let counted: Vec<&Value> = first.iter().chain([&february, &revising]).collect();
     let expected = expected_for(&counted);
     env.assert_clickhouse_day_totals(&expected).await;
     env.assert_topic_day_totals(&expected);
 
-    // 12 January: emitted once after the first file, then revised with a higher revision.
+    // 1 February: emitted after the first file, then revised with a higher revision.
     let revisions: Vec<Aggregate> = env
         .read_topic(&env.config.topics.aggregates)
         .iter()
         .map(|(_, p, _)| EventCodec::decode::<Aggregate>(p).unwrap())
-        .filter(|a| a.period == meter_model::Period::Day && a.window_label == "2024-01-12")
+        .filter(|a| a.period == meter_model::Period::Day && a.window_label == "2024-02-01")
         .collect();
     assert!(revisions.len() >= 2, "{revisions:?}");
     assert!(revisions.windows(2).all(|w| w[0].revision < w[1].revision), "revisions increase");
-    assert_eq!(revisions.last().unwrap().quantity, Decimal::from(22 + 45 + 33));
+    assert_eq!(revisions.last().unwrap().quantity, Decimal::from(20 + 33));
 
-    // The too-late event is on the late-events topic, unchanged, with its reason.
+    // The event of the closed month is on the late-events topic, unchanged, with its reason.
     let late = env.read_topic(&env.config.topics.late_events);
-    assert_eq!(late.len(), 1, "exactly the one event past the allowed lateness");
+    assert_eq!(late.len(), 1, "exactly the one event of the closed month");
     let (key, payload, headers) = &late[0];
     let event: TicketTime = EventCodec::decode(payload).unwrap();
     assert_eq!(event.header.event_id, "late-ko");
     assert_eq!(key.as_deref(), Some("initech"));
-    assert!(headers.contains(&("meter.reason".to_string(), "window_closed".to_string())), "{headers:?}");
+    assert!(headers.contains(&("meter.reason".to_string(), "period_closed".to_string())), "{headers:?}");
 
-    // Drill-down rows: the duplicate lines collapsed, the too-late event marked as such.
+    // Drill-down rows: the duplicate lines collapsed, the late event marked as such.
     let rows: Vec<(String, String)> = env
         .clickhouse()
         .query("SELECT event_id, accounting FROM ticket_tasks FINAL ORDER BY event_id")
         .fetch_all()
         .await
         .unwrap();
-    assert_eq!(rows.len(), first.len() + 2);
+    assert_eq!(rows.len(), first.len() + 3);
     for (id, accounting) in &rows {
         assert_eq!(accounting, if id == "late-ko" { "late" } else { "counted" }, "{id}");
     }
 
-    // Closed windows are marked final in ClickHouse, open ones are not.
+    // January's windows are final after its close, February's are not.
     let finals: Vec<(String, u8)> = env
         .clickhouse()
         .query("SELECT toString(window_date), is_final FROM aggregates FINAL WHERE period = 'DAY' ORDER BY window_date")
         .fetch_all()
         .await
         .unwrap();
+    assert!(!finals.is_empty());
     for (day, is_final) in finals {
-        // Watermark 14 Jan 10:00 minus 3 days of lateness: days ending by 11 Jan 10:00 are final.
-        assert_eq!(is_final == 1, day.as_str() <= "2024-01-10", "{day}");
+        assert_eq!(is_final == 1, day.as_str() < "2024-02-01", "{day}");
     }
+    let listed = env.meter(&["periods", "list", "--tenant", "initech", "--months", "40"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("2024-01  closed  explicitly"), "{}", String::from_utf8_lossy(&listed.stdout));
 
-    // Re-rating the period on request counts the too-late event this time,
-    // supersedes the live revisions, and records who asked and why.
+    // Re-rating the period on request counts the late event this time,
+    // supersedes the live revisions, marks it counted in the drill-down, and
+    // records who asked and why. An open month is refused.
+    let open = std::process::Command::new(meter_tests::meter_bin())
+        .args(["--config", env.config_path.to_str().unwrap(), "reprocess", "--tenant", "initech", "--from", "2024-02-01", "--to", "2024-02-02",
+            "--requested-by", "x", "--reason", "y"])
+        .output()
+        .unwrap();
+    assert!(!open.status.success() && String::from_utf8_lossy(&open.stderr).contains("still open"), "{}", String::from_utf8_lossy(&open.stderr));
     env.meter(&[
         "reprocess", "--tenant", "initech", "--from", "2024-01-08", "--to", "2024-01-15",
         "--requested-by", "billing@example.com", "--reason", "late GLPI export",
     ]);
     env.meter(&["sink", "clickhouse", "--until-idle", "2"]);
-    let everything: Vec<&Value> = first.iter().chain([&revising, &too_late]).collect();
+    let everything: Vec<&Value> = first.iter().chain([&february, &revising, &too_late]).collect();
     let rerated = expected_for(&everything);
     env.assert_clickhouse_day_totals(&rerated).await;
     env.assert_topic_day_totals(&rerated);
+    let late_rows: u64 = env.clickhouse().query("SELECT count() FROM ticket_tasks FINAL WHERE accounting = 'late'").fetch_one().await.unwrap();
+    assert_eq!(late_rows, 0, "after the reprocess every event is counted");
     let log: Vec<(String, String, String, u64)> = env
         .clickhouse()
         .query("SELECT requested_by, reason, tenant, aggregates_emitted FROM reprocess_log")

@@ -75,7 +75,7 @@ mod tests {
         state.next_offset = 42;
         state.closed_events.insert(
             meter_model::EventKey { tenant: "acme".into(), source: "glpi".into(), event_id: "7".into() },
-            chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default(),
+            (3, chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default()),
         );
         store.save("t", 0, &state).unwrap();
         assert_eq!(store.load("t", 0).unwrap(), state);

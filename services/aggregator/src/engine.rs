@@ -226,9 +226,10 @@ pub struct PartitionState {
     /// Events counted in open months, by identity.
     #[serde(with = "as_list")]
     pub events: HashMap<EventKey, CountedEvent>,
-    /// Identities of events of closed months -> the clock at their close.
+    /// Identities of events of closed months -> (their version, the clock
+    /// at their close): a re-send counts as a duplicate, a correction goes late.
     #[serde(with = "as_list")]
-    pub closed_events: HashMap<EventKey, DateTime<Utc>>,
+    pub closed_events: HashMap<EventKey, (i64, DateTime<Utc>)>,
     /// VMs by (tenant, vm_id).
     pub vms: BTreeMap<String, VmTimeline>,
     /// Finals produced by a close, emitted at the next flush (a checkpoint
@@ -479,10 +480,15 @@ impl PartitionState {
             _ => h.event_time,
         };
         let month = month_of(tz, earliest);
+        let key = h.key();
+        if let Some((version, _)) = self.closed_events.get(&key) {
+            // An event of a closed month sent again: the same version was
+            // counted; a newer one cannot change a closed month.
+            return if h.version <= *version && !h.deleted { Outcome::Duplicate } else { Outcome::Late(LateReason::ClosedEventResent) };
+        }
         if self.is_closed(&h.tenant, month, h.ingest_time, settings) {
             return Outcome::Late(LateReason::PeriodClosed);
         }
-        let key = h.key();
         let previous = self.events.get(&key);
         let is_resend = previous.is_some();
         if let Some(prev) = previous {
@@ -490,8 +496,6 @@ impl PartitionState {
             if !newer {
                 return Outcome::Duplicate;
             }
-        } else if self.closed_events.contains_key(&key) {
-            return Outcome::Late(LateReason::ClosedEventResent);
         }
         let result = match event {
             Event::VmUsage(v) if v.transition != VmTransition::Sample => self.apply_transition(offset, at, v, month, is_resend, settings, book),
@@ -756,11 +760,12 @@ impl PartitionState {
             .map(|(k, _)| k.clone())
             .collect();
         for k in closed_keys {
-            self.events.remove(&k);
-            self.closed_events.insert(k, clock);
+            if let Some(e) = self.events.remove(&k) {
+                self.closed_events.insert(k, (e.version, clock));
+            }
         }
         let horizon = clock - settings.closed_event_retention;
-        self.closed_events.retain(|_, at| *at >= horizon);
+        self.closed_events.retain(|_, (_, at)| *at >= horizon);
         // 4. VM timelines start again at the new open time.
         let tenants: BTreeSet<String> = self.vms.values().map(|vm| vm.tenant.clone()).collect();
         let frontiers: HashMap<String, Option<DateTime<Utc>>> = tenants.iter().map(|t| (t.clone(), self.frontier(t, settings))).collect();

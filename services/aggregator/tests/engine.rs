@@ -269,6 +269,10 @@ fn a_correction_after_the_close_goes_late_and_the_tenant_is_part_of_the_identity
     v2.header_mut().version = 2;
     v2.header_mut().ingest_time = utc("2026-02-07T00:00:00Z");
     assert_eq!(p.event(&v2), Outcome::Late(LateReason::ClosedEventResent));
+    // The same version sent again after the close is a duplicate, not late.
+    let mut again = v1.clone();
+    again.header_mut().ingest_time = utc("2026-02-07T00:00:00Z");
+    assert_eq!(p.event(&again), Outcome::Duplicate);
     p.flush();
     assert!(p.totals("initech", Period::Month, "ticket.time").get("2026-02-01").is_none());
     assert_eq!(p.totals("initech", Period::Month, "ticket.time")["2026-01-01"].0, dec!(60));

@@ -101,7 +101,9 @@ impl RunLog {
                     read += 1;
                     let (p, offset) = (m.partition(), m.offset());
                     self.next.insert(p, offset + 1);
-                    let decoded = m.payload().and_then(|payload| match EventCodec::decode_event(EventKind::CheckResult, payload) {
+                    // Control records (the aggregator's clock, period closes) are not runs.
+                    let control = meter_kafka::is_control(&m);
+                    let decoded = m.payload().filter(|_| !control).and_then(|payload| match EventCodec::decode_event(EventKind::CheckResult, payload) {
                         Ok(Event::CheckResult(c)) => Some(c),
                         _ => None,
                     });
