@@ -23,10 +23,10 @@ step "ClickHouse schema"
 step "demo data (DOMAIN.md figures)"
 "$METER" demo generate --out .stack/demo
 
-step "collectors -> Kafka"
-"$METER" collect file --kind ticket-time .stack/demo/ticket-time.jsonl
-"$METER" collect file --kind check-result .stack/demo/check-result.jsonl
-"$METER" collect file --kind vm-usage .stack/demo/vm-usage.jsonl
+step "collectors -> Kafka (history import: closed months are re-rated and recorded)"
+for kind in ticket-time check-result vm-usage; do
+  "$METER" collect file --kind "$kind" --backfill --requested-by demo --reason "DOMAIN.md history" ".stack/demo/$kind.jsonl"
+done
 
 step "aggregator -> aggregate topic"
 "$METER" aggregate --until-idle 3

@@ -98,6 +98,23 @@ impl TestEnv {
         TestEnv { name: unique, dir, config, config_path }
     }
 
+    /// Writes `self.config` back to the file the `meter` processes read.
+    pub fn save_config(&self) {
+        std::fs::write(&self.config_path, toml::to_string(&self.config).expect("config serializes")).expect("write config");
+    }
+
+    /// Runs `meter ARGS` with this test's config and waits for it, whatever its exit status.
+    pub fn meter_status(&self, args: &[&str]) -> Output {
+        Command::new(meter_bin())
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .current_dir(repo_root())
+            .output()
+            .expect("meter runs")
+    }
+
     /// Runs `meter ARGS` with this test's config and waits for it.
     pub fn meter(&self, args: &[&str]) -> Output {
         let output = Command::new(meter_bin())

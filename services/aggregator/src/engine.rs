@@ -849,17 +849,22 @@ impl PartitionState {
         !self.pending_finals.is_empty() || self.aggregates.values().any(|a| a.dirty)
     }
 
-    /// Whether a clock record at `now` would close a month or bill a day of
-    /// a running VM that the recorded clock does not.
+    /// Whether a clock record at `now` would close a month that holds open
+    /// aggregates, or bill a new day of a VM.
     pub fn clock_record_due(&self, now: DateTime<Utc>, settings: &EngineSettings) -> bool {
         let Some(clock) = self.clock else { return true };
-        let tenants: BTreeSet<&str> = self.aggregates.values().map(|a| a.tenant.as_str()).chain(self.vms.values().map(|v| v.tenant.as_str())).collect();
-        tenants.into_iter().any(|t| {
-            let c = &settings.calendar;
-            let (tz, grace) = (c.zone(t), c.grace_days(t));
-            first_open_month(tz, grace, Some(now), None) != first_open_month(tz, grace, Some(clock), None)
-                || now.with_timezone(&tz).date_naive() != clock.with_timezone(&tz).date_naive()
-        })
+        let c = &settings.calendar;
+        let mut first_open: HashMap<&str, Option<NaiveDate>> = HashMap::new();
+        let closes = self.aggregates.values().any(|a| {
+            let tenant = a.tenant.as_str();
+            let open = *first_open.entry(tenant).or_insert_with(|| first_open_month(c.zone(tenant), c.grace_days(tenant), Some(now), None));
+            open.is_some_and(|open| a.last_month < open)
+        });
+        closes
+            || self.vms.values().any(|vm| {
+                let tz = c.zone(&vm.tenant);
+                vm.mode == VmMode::Lifecycle && now.with_timezone(&tz).date_naive() != clock.with_timezone(&tz).date_naive()
+            })
     }
 }
 
