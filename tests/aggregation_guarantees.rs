@@ -280,3 +280,31 @@ async fn two_aggregators_share_the_work_and_one_dying_changes_nothing() {
     env.assert_clickhouse_day_totals(&expected).await;
     env.assert_topic_day_totals(&expected);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn until_idle_never_stops_while_a_dead_members_partitions_have_lag() {
+    let _serial = serial();
+    let env = fault_env("idle-truth").await;
+    env.meter(&["migrate"]);
+    let (lines, expected) = scenario_lines(&env);
+    // A member joins, takes partitions, and dies holding them (kill -9).
+    let mut doomed = Supervised::start(&env, &["aggregate"]);
+    std::thread::sleep(Duration::from_secs(6));
+    doomed.kill();
+    for (kind, kind_lines) in &lines {
+        let path = env.dir.path().join(format!("{kind}.jsonl"));
+        write_lines(&path, kind_lines);
+        env.meter(&["collect", "file", "--kind", kind, path.to_str().unwrap()]);
+    }
+    // Idle is not done: it must wait for the dead member's partitions (or
+    // say which are behind and fail), never report success with lag.
+    let first = env.meter_status(&["aggregate", "--until-idle", "2"]);
+    if !first.status.success() {
+        let stderr = String::from_utf8_lossy(&first.stderr);
+        assert!(stderr.contains("still behind"), "{stderr}");
+        env.meter(&["aggregate", "--until-idle", "2"]);
+    }
+    env.meter(&["sink", "clickhouse", "--until-idle", "2"]);
+    env.assert_clickhouse_day_totals(&expected).await;
+    env.assert_topic_day_totals(&expected);
+}

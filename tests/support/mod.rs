@@ -321,7 +321,8 @@ impl Supervised {
                 .arg("--config")
                 .arg(&self.config_path)
                 .args(&self.args)
-                .env("RUST_LOG", "warn")
+                // METER_TEST_SERVICE_LOG=info shows the services' logs when a test needs looking into.
+                .env("RUST_LOG", std::env::var("METER_TEST_SERVICE_LOG").unwrap_or_else(|_| "warn".into()))
                 .current_dir(repo_root())
                 .stdout(Stdio::null())
                 .spawn()

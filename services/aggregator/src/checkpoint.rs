@@ -17,6 +17,8 @@ pub enum CheckpointError {
     Io { path: String, source: std::io::Error },
     #[error("checkpoint {path} is corrupt: {source} (move it away to rebuild the partition from the topic's start)")]
     Corrupt { path: String, source: serde_json::Error },
+    #[error("partition {partition} was taken over by a newer owner (epoch {newer} > {ours}): this instance keeps its hands off")]
+    Fenced { partition: String, ours: u64, newer: u64 },
 }
 
 pub struct CheckpointStore {
@@ -29,8 +31,43 @@ impl CheckpointStore {
         Ok(CheckpointStore { dir: dir.to_path_buf() })
     }
 
+    /// The folder of the checkpoints.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn path(&self, topic: &str, partition: i32) -> PathBuf {
         self.dir.join(format!("{topic}-{partition}.json"))
+    }
+
+    fn owner_path(&self, topic: &str, partition: i32) -> PathBuf {
+        self.dir.join(format!("{topic}-{partition}.owner"))
+    }
+
+    fn owner_epoch(&self, topic: &str, partition: i32) -> u64 {
+        std::fs::read_to_string(self.owner_path(topic, partition)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Takes ownership of a partition's checkpoint: the epoch returned is
+    /// above every earlier owner's, whose later saves are then refused (a
+    /// member the group already replaced cannot overwrite its successor).
+    pub fn claim(&self, topic: &str, partition: i32) -> Result<u64, CheckpointError> {
+        let epoch = self.owner_epoch(topic, partition) + 1;
+        let path = self.owner_path(topic, partition);
+        let io = |source| CheckpointError::Io { path: path.display().to_string(), source };
+        let tmp = path.with_extension(format!("owner.tmp.{}", std::process::id()));
+        std::fs::write(&tmp, epoch.to_string()).map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        Ok(epoch)
+    }
+
+    /// Saves the state if `epoch` still owns the partition.
+    pub fn save_owned(&self, topic: &str, partition: i32, state: &PartitionState, epoch: u64) -> Result<(), CheckpointError> {
+        let newer = self.owner_epoch(topic, partition);
+        if newer > epoch {
+            return Err(CheckpointError::Fenced { partition: format!("{topic}/{partition}"), ours: epoch, newer });
+        }
+        self.save(topic, partition, state)
     }
 
     /// The saved state, or an empty one starting at offset 0.
@@ -81,5 +118,22 @@ mod tests {
         assert_eq!(store.load("t", 0).unwrap(), state);
         std::fs::write(dir.path().join("t-1.json"), b"{truncated").unwrap();
         assert!(matches!(store.load("t", 1), Err(CheckpointError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn an_old_owner_cannot_overwrite_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::new(dir.path()).unwrap();
+        let old = store.claim("t", 0).unwrap();
+        let mut state = PartitionState::default();
+        state.next_offset = 10;
+        store.save_owned("t", 0, &state, old).unwrap();
+        let new = store.claim("t", 0).unwrap();
+        assert!(new > old);
+        state.next_offset = 99;
+        assert!(matches!(store.save_owned("t", 0, &state, old), Err(CheckpointError::Fenced { .. })));
+        assert_eq!(store.load("t", 0).unwrap().next_offset, 10);
+        store.save_owned("t", 0, &state, new).unwrap();
+        assert_eq!(store.load("t", 0).unwrap().next_offset, 99);
     }
 }

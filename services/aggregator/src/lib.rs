@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod engine;
+pub mod poison;
 pub mod pricing;
 pub mod reprocess;
 pub mod runner;

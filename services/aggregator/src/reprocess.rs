@@ -173,3 +173,83 @@ pub fn rerate(config: &MeterConfig, book: &PriceBook, request: &ReprocessRequest
     events.sort_by(|a, b| a.header().key().cmp(&b.header().key()));
     Ok(ReprocessOutcome { events_read: history.events_read, aggregates, events, revision, requested_at })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meter_model::{EventHeader, Period, SlaTier, VmTransition, VmUsage};
+    use rust_decimal::Decimal;
+
+    fn vm(id: &str, vm_id: &str, at: &str, transition: VmTransition) -> (EventKind, Event) {
+        let at: DateTime<Utc> = at.parse().unwrap();
+        let e = Event::VmUsage(VmUsage {
+            header: EventHeader {
+                event_id: id.into(),
+                source: "openstack".into(),
+                tenant: "initech".into(),
+                subsidiary: "hq".into(),
+                domain: "infrastructure".into(),
+                event_time: at,
+                ingest_time: "2026-12-01T00:00:00Z".parse().unwrap(),
+                version: 0,
+                deleted: false,
+            },
+            vm_id: vm_id.into(),
+            vcpu: 2,
+            ram_mib: 0,
+            storage_gb: 0,
+            bandwidth_mbps: 0,
+            guaranteed_bandwidth: false,
+            public_ips: 0,
+            sla_tier: SlaTier::Sla99_7,
+            options: vec![],
+            datacenter: "PAR1".into(),
+            transition,
+            sample_interval_seconds: 0,
+        });
+        (EventKind::VmUsage, e)
+    }
+
+    #[test]
+    fn a_vm_interval_crossing_the_range_end_counts_up_to_that_end() {
+        let config = MeterConfig::default();
+        let book = PriceBook::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/price-book.toml")).unwrap();
+        let history = TenantHistory {
+            events: vec![
+                // Never stopped, and stopped after the range's end; arriving in any order.
+                vm("b2", "b", "2026-02-02T00:00:00Z", VmTransition::Stop),
+                vm("a1", "a", "2026-01-30T00:00:00Z", VmTransition::Start),
+                vm("b1", "b", "2026-01-31T12:00:00Z", VmTransition::Start),
+            ],
+            closed_through: None,
+            events_read: 3,
+        };
+        let request = ReprocessRequest {
+            tenant: "initech".into(),
+            from: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            to: NaiveDate::from_ymd_opt(2026, 2, 1).unwrap(),
+            requested_by: "t".into(),
+            reason: "t".into(),
+            show_progress: false,
+        };
+        let now: DateTime<Utc> = "2026-12-01T00:00:00Z".parse().unwrap();
+        let out = rerate(&config, &book, &request, history, now).unwrap();
+        let month: Decimal = out.aggregates.iter().filter(|a| a.period == Period::Month && a.metric == "vm.vcpu").map(|a| a.quantity).sum();
+        // a: 48 h x 2 vCPU; b: 12 h x 2 vCPU.
+        assert_eq!(month, Decimal::from(120));
+        assert!(out.aggregates.iter().all(|a| a.is_final && a.revision > REPROCESS_REVISION_BASE));
+        assert!(out.aggregates.iter().all(|a| a.window_end <= "2026-02-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()));
+    }
+
+    #[test]
+    fn an_open_month_is_refused() {
+        let config = MeterConfig::default();
+        let now: DateTime<Utc> = "2026-02-03T00:00:00Z".parse().unwrap();
+        let jan = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let feb = NaiveDate::from_ymd_opt(2026, 2, 1).unwrap();
+        // January closes on 6 February (5 days of grace).
+        assert!(matches!(check_closed(&config, "t", jan, feb, None, now), Err(ReprocessError::OpenPeriod { .. })));
+        assert!(check_closed(&config, "t", jan, feb, Some(jan), now).is_ok(), "closed on request");
+        assert!(check_closed(&config, "t", jan, feb, None, "2026-02-06T00:00:00Z".parse().unwrap()).is_ok());
+    }
+}

@@ -23,6 +23,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::engine::{EngineSettings, Outcome, PartitionState};
+use crate::poison::{Attempt, InFlight};
 use crate::pricing::PriceBook;
 
 #[derive(Debug, thiserror::Error)]
@@ -116,9 +117,24 @@ impl AggregatorMetrics {
 #[derive(Clone, Default)]
 struct RebalanceWatch {
     revoked: Arc<Mutex<Vec<(String, i32)>>>,
+    /// Each partition's end offset, from librdkafka's statistics (no broker
+    /// round trip: a slow ListOffsets must never stall the loop).
+    ends: Arc<Mutex<HashMap<(String, i32), i64>>>,
 }
 
-impl ClientContext for RebalanceWatch {}
+impl ClientContext for RebalanceWatch {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        if let Ok(mut ends) = self.ends.lock() {
+            for (name, topic) in statistics.topics {
+                for (id, partition) in topic.partitions {
+                    if id >= 0 && partition.hi_offset >= 0 {
+                        ends.insert((name.clone(), id), partition.hi_offset);
+                    }
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceWatch {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -164,6 +180,10 @@ struct Partition {
     sought_at: Option<Instant>,
     /// When this instance last wrote a clock record into the partition.
     clock_written: Option<Instant>,
+    /// This instance's ownership epoch of the partition's checkpoint.
+    epoch: u64,
+    /// The record being processed, for the next start if this one dies on it.
+    inflight: Option<InFlight>,
 }
 
 /// Why the aggregator stopped without being asked to.
@@ -257,16 +277,25 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                 };
                 // A record that makes processing panic is dead-lettered, not
                 // retried forever (the engine computes before it mutates).
-                let processed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    process(&mut partition.state, offset, at, kind, payload, control, &settings, &book)
-                }));
-                let processed = match processed {
-                    Ok(p) => p,
-                    Err(_) => {
+                let attempt = partition.inflight.as_mut().map_or(Attempt::Process, |f| f.begin(offset));
+                let processed = match attempt {
+                    Attempt::SetAside { attempts } => {
                         partition.state.skip(offset);
-                        Processed::Refused("processing_panic", "processing this record panicked".into())
+                        Processed::Refused("processing_aborted", format!("processing this record ended the aggregator {attempts} times"))
+                    }
+                    Attempt::Process => {
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            process(&mut partition.state, offset, at, kind, payload, control, &settings, &book)
+                        }));
+                        result.unwrap_or_else(|_| {
+                            partition.state.skip(offset);
+                            Processed::Refused("processing_panic", "processing this record panicked".into())
+                        })
                     }
                 };
+                if let Some(f) = partition.inflight.as_mut() {
+                    f.end(offset);
+                }
                 metrics.consumed.with_label_values(&[kind.slug()]).inc();
                 match processed {
                     Processed::Outcome(event, outcome) => match outcome {
@@ -328,14 +357,14 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
             last_flush = Instant::now();
             if last_lag.elapsed() >= LAG_EVERY {
                 last_lag = Instant::now();
-                tokio::task::block_in_place(|| {
+                if let Ok(ends) = watch.ends.lock() {
                     for ((topic, partition_id), partition) in &partitions {
-                        if let Ok((_, high)) = consumer.fetch_watermarks(topic, *partition_id, Duration::from_secs(1)) {
+                        if let Some(high) = ends.get(&(topic.clone(), *partition_id)) {
                             let lag = (high - partition.state.next_offset).max(0);
                             metrics.consumer_lag.with_label_values(&[topic, &partition_id.to_string()]).set(lag);
                         }
                     }
-                });
+                }
             }
             if let Some(idle) = options.until_idle {
                 let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
@@ -417,12 +446,20 @@ fn take_partition(
     partition_id: i32,
 ) -> Result<(), RunError> {
     let state = store.load(topic, partition_id)?;
-    tracing::info!(%topic, partition = partition_id, resume_offset = state.next_offset, "partition taken");
+    let epoch = store.claim(topic, partition_id)?;
+    let inflight = match InFlight::open(store.dir(), topic, partition_id) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(%topic, partition = partition_id, error = %e, "no in-flight marker: a record that aborts the process would be retried forever");
+            None
+        }
+    };
+    tracing::info!(%topic, partition = partition_id, resume_offset = state.next_offset, epoch, "partition taken");
     let saved_offset = state.next_offset;
     seek(consumer, topic, partition_id, saved_offset);
     partitions.insert(
         (topic.to_string(), partition_id),
-        Partition { state, saved_offset, committed: None, sought_at: Some(Instant::now()), clock_written: None },
+        Partition { state, saved_offset, committed: None, sought_at: Some(Instant::now()), clock_written: None, epoch, inflight },
     );
     Ok(())
 }
@@ -483,13 +520,15 @@ fn partitions_behind(consumer: &StreamConsumer<RebalanceWatch>, topics: &[&str],
         for t in metadata.topics() {
             for p in t.partitions() {
                 match partitions.get(&(topic.to_string(), p.id())) {
-                    Some(owned) => {
-                        if let Ok((_, high)) = consumer.fetch_watermarks(topic, p.id(), timeout) {
+                    Some(owned) => match consumer.fetch_watermarks(topic, p.id(), timeout) {
+                        Ok((_, high)) => {
                             if owned.state.next_offset < high || owned.saved_offset < owned.state.next_offset {
                                 behind.push(format!("{topic}/{} (at {}, end {high})", p.id(), owned.state.next_offset));
                             }
                         }
-                    }
+                        // An end we cannot read is not an end we reached.
+                        Err(e) => behind.push(format!("{topic}/{} (end unknown: {e})", p.id())),
+                    },
                     None => {
                         others.add_partition(topic, p.id());
                     }
@@ -623,6 +662,7 @@ async fn flush(
     partitions: &mut HashMap<(String, i32), Partition>,
 ) -> Result<(), RunError> {
     let mut commits = TopicPartitionList::new();
+    let mut fenced = Vec::new();
     for ((topic, partition_id), partition) in partitions.iter_mut() {
         let unchanged = partition.state.next_offset == partition.saved_offset && !partition.state.has_pending();
         if unchanged {
@@ -653,7 +693,17 @@ async fn flush(
         for (kind, is_final) in try_join_all(sends).await? {
             metrics.emitted.with_label_values(&[kind.slug(), if is_final { "final" } else { "revision" }]).inc();
         }
-        store.save(topic, *partition_id, &partition.state)?;
+        match store.save_owned(topic, *partition_id, &partition.state, partition.epoch) {
+            Ok(()) => {}
+            Err(e @ crate::checkpoint::CheckpointError::Fenced { .. }) => {
+                // Another member owns it now: what was emitted is identical to
+                // what the new owner emits (same revisions), nothing is saved.
+                tracing::warn!(error = %e, "partition dropped");
+                fenced.push((topic.clone(), *partition_id));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
         partition.saved_offset = partition.state.next_offset;
         commits.add_partition_offset(topic, *partition_id, Offset::Offset(partition.state.next_offset))?;
         partition.committed = Some(partition.state.next_offset);
@@ -661,6 +711,9 @@ async fn flush(
         let finals = emissions.iter().filter(|a| a.is_final).count();
         tracing::info!(%topic, partition = partition_id, ?tenants, emitted = emissions.len(), finals, next_offset = partition.state.next_offset,
             open_aggregates = partition.state.aggregates.len(), "flushed");
+    }
+    for key in fenced {
+        partitions.remove(&key);
     }
     if commits.count() > 0 {
         // Informational for lag monitoring: the checkpoint is the source of truth.

@@ -224,7 +224,14 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
     let consumer: StreamConsumer = meter_kafka::consumer(&config.kafka, &config.sink.group_id)?;
     let t = &config.topics;
     // Aggregates, and the raw events for the drill-down tables.
-    consumer.subscribe(&[t.aggregates.as_str(), t.ticket_time.as_str(), t.check_result.as_str(), t.vm_usage.as_str(), t.late_events.as_str()])?;
+    consumer.subscribe(&[
+        t.aggregates.as_str(),
+        t.ticket_time.as_str(),
+        t.check_result.as_str(),
+        t.vm_usage.as_str(),
+        t.late_events.as_str(),
+        t.dead_letters.as_str(),
+    ])?;
     let mut details = DetailBatch::default();
     let dead_letters = DeadLetters::new(config)?;
     let flush_every = Duration::from_millis(config.sink.flush_interval_ms.max(10));
@@ -280,6 +287,15 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
                                 })
                                 .await?;
                         }
+                    }
+                } else if topic == config.topics.dead_letters {
+                    // An event the aggregator refused (a price it lacks, a tenant
+                    // over its limit...) is in no total: its row says so.
+                    if let Some(event) = EventCodec::decode::<DeadLetter>(payload).ok().filter(|l| l.component == "aggregator").and_then(|l| {
+                        let kind = l.source_topic.as_deref().and_then(|s| meter_kafka::kind_of_topic(&config.topics, s))?;
+                        EventCodec::decode_event(kind, &l.original).ok()
+                    }) {
+                        details.push(&event, calendar.zone(&event.header().tenant), Accounting::Refused);
                     }
                 } else {
                     // Raw events for drill-down. Undecodable or invalid ones are
