@@ -133,6 +133,15 @@ def provision_tenant(backend, db, tenant):
     for path in table_files:
         for sql in statements(path.read_text(), tdb):
             backend.execute(sql)
+    # A migration tenants.rs applies once to a tenant database whose detail
+    # tables still have the old keys (const IDENTITY_MIGRATION, where present).
+    identity = re.search(r"const IDENTITY_MIGRATION: u32 = (\d+);", TENANTS_RS.read_text())
+    old_keys = backend.execute(f"SELECT count() FROM system.columns WHERE database = '{tdb}' AND table = 'ticket_tasks' "
+                               "AND name = 'version' AND type = 'UInt8' FORMAT TabSeparated").strip()
+    if identity and old_keys != "0":
+        for path in [p for p in files if migration_version(p) == int(identity.group(1))]:
+            for sql in statements(path.read_text(), tdb):
+                backend.execute(sql)
     for table in tenants_rs_list("TENANT_TABLES"):
         backend.execute(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {tdb}.{table}_feed TO {tdb}.{table} "
                         f"AS SELECT * FROM {db}.{table} WHERE tenant = '{tenant}'")
@@ -265,8 +274,10 @@ def test_a_tenant_database_gives_the_shared_views_rows_of_its_tenant(engines, te
         for view in tenant_views:
             mine = rows(backend, tdb, view)
             shared = rows(backend, db, view, where=f"WHERE tenant = '{tenant}'")
-            if not mine or mine != shared:
-                problems.append(f"{backend.name}: {tdb}.{view}: {len(mine)} rows, the shared view has {len(shared)} for {tenant}")
+            if not mine:
+                problems.append(f"{backend.name}: {tdb}.{view}: no row for {tenant}")
+            elif mine != shared:
+                problems.append(f"{backend.name}: {tdb}.{view}: its {len(mine)} rows differ from the shared view's {len(shared)} of {tenant}")
     assert not problems, "\n".join(problems)
 
 
@@ -288,7 +299,8 @@ def test_current_clickhouse_pushes_a_tenant_filter_into_every_view_reading_final
             problems.append(f"{view}: reads no MergeTree table?\n{plan}")
         for read in reads:
             table = read.split(")")[0].strip(" (")
-            if "FINAL: 1" in read and "Condition: (tenant in ['acme', 'acme'])" not in read.replace("\\'", "'"):
+            key = re.search(r"PrimaryKey.*?Condition: ([^\n]*)", read.replace("\\'", "'"), re.S)
+            if "FINAL: 1" in read and not (key and "(tenant in ['acme', 'acme'])" in key.group(1)):
                 problems.append(f"{view}: reads {table} FINAL without the tenant condition on its primary key")
     assert not problems, "\n".join(problems)
 

@@ -59,7 +59,7 @@ SELECT
     sum(cost) AS cost,
     any(currency) AS currency,
     min(is_final) AS is_final,
-    groupUniqArray(price_book_version) AS price_book_versions
+    arraySort(groupUniqArray(price_book_version)) AS price_book_versions
 FROM {db}.aggregates FINAL
 WHERE period = 'MONTH'
 GROUP BY tenant, subsidiary, month, kind, metric, unit;
@@ -215,7 +215,7 @@ SELECT
     countIf(status = 'WARNING') AS warning,
     countIf(status = 'KO') AS ko,
     countIf(status = 'MISSED') AS missed,
-    groupUniqArrayIf(ticket_ref, status = 'KO' AND ticket_ref != '') AS ko_tickets
+    arraySort(groupUniqArrayIf(ticket_ref, status = 'KO' AND ticket_ref != '')) AS ko_tickets
 FROM {db}.check_runs FINAL
 WHERE accounting = 'counted'
 GROUP BY tenant, subsidiary, week, check_name, frequency;
