@@ -307,6 +307,16 @@ def contract_rows():
     return contracts, days
 
 
+# Spike factors (contract_spike_factors): acme's 2026 contract flags weeks
+# above 1.25 x 5.25 days; the tickets contract has none (no spike row).
+SPIKE_FACTORS = {"acme-mco-2025": Decimal("1.5"), "acme-mco-2026": Decimal("1.25"), "initech-iaas-2026": Decimal("1.1")}
+
+
+def spike_factor_rows():
+    return [{"tenant": tenant, "contract_id": cid, "spike_factor": SPIKE_FACTORS[cid], "loaded_at": dt.datetime(2026, 11, 20, 10, 0)}
+            for tenant, cid, *_ in CONTRACTS if cid in SPIKE_FACTORS]
+
+
 def fixture_inserts(db):
     """INSERT statements loading every fixture row into `db`."""
     contracts, days = contract_rows()
@@ -318,6 +328,7 @@ def fixture_inserts(db):
         ("vm_usage_events", vm_events()),
         ("contracts", contracts),
         ("contract_days", days),
+        ("contract_spike_factors", spike_factor_rows()),
     ]:
         # Small batches: one part each, so that FINAL merges across parts.
         for i in range(0, len(rows), 400):

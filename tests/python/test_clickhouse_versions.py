@@ -45,7 +45,7 @@ TENANTS_RS = ROOT / "services" / "sink-clickhouse" / "src" / "tenants.rs"
 def tenants_rs_list(name):
     """A constant array of tenants.rs (TENANT_TABLES, TABLE_MIGRATIONS,
     VIEW_MIGRATIONS), so that provisioning here follows the code."""
-    m = re.search(rf"const {name}: \[[^\]]+\] = \[([^\]]*)\]", TENANTS_RS.read_text())
+    m = re.search(rf"const {name}: \[[^\]]+\]\s*=\s*\[([^\]]*)\]", TENANTS_RS.read_text())
     assert m, f"{TENANTS_RS} has no const {name}"
     return [item.strip().strip('"') for item in m.group(1).split(",") if item.strip()]
 
