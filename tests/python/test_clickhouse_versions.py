@@ -19,10 +19,14 @@ default 8123). Run: `scripts/test.sh`, or after it
 `.stack/venv/bin/python -m pytest tests/python`.
 """
 
+import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -313,3 +317,112 @@ def test_compose_runs_the_clickhouse_version_tested_here(engines):
     tested = ".".join(engines["current"].version().split(".")[:2])
     assert tags[0] == tested or tags[0].startswith(tested + "."), (
         f"docker-compose.yml runs clickhouse-server:{tags[0]}, the tests run {tested} (chdb-core in tests/python/requirements.txt)")
+
+
+# ------------------------------------------------------------ row policies --
+# Current ClickHouse applies the caller's row policies on the tables a view
+# reads, so a tenant filter on the shared tables would isolate tenants
+# without tenant databases. 18.16 ignores row filters: there, isolation is
+# the tenant database. Both facts are tested: which version gets which.
+
+ROW_POLICY_USERS = """<clickhouse>
+  <profiles><default/></profiles>
+  <quotas><default/></quotas>
+  <users>
+    <default>
+      <password/>
+      <networks><ip>::/0</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+      <access_management>1</access_management>
+      <databases>
+        <{db}>{tables}</{db}>
+      </databases>
+    </default>
+  </users>
+</clickhouse>
+"""
+
+
+def rows_under_row_policy(db, tenant):
+    """In a chDB of its own (a process: its configuration is global), whose
+    user has the row filter `tenant = '<tenant>'` on every shared table:
+    the migrations, the fixture rows, and every view's rows."""
+    folder = tempfile.mkdtemp(prefix="meter-chdb-policy-")
+    try:
+        tables = "".join(f"<{t}><filter>tenant = '{tenant}'</filter></{t}>" for t in tenants_rs_list("TENANT_TABLES"))
+        Path(folder, "users.xml").write_text(ROW_POLICY_USERS.format(db=db, tables=tables))
+        Path(folder, "config.xml").write_text(
+            f"<clickhouse><user_directories><users_xml><path>{folder}/users.xml</path></users_xml></user_directories></clickhouse>")
+        code = "import sys, json, test_clickhouse_versions as t; print(json.dumps(t.policy_process(*sys.argv[1:])))"
+        out = subprocess.run([sys.executable, "-c", code, folder, db], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=300, check=False)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def policy_process(folder, db):
+    """The child of rows_under_row_policy."""
+    backend = Chdb(f"{folder}/data?config-file={folder}/config.xml")
+    try:
+        failures = apply_migrations(backend, db)
+        assert not failures, failures
+        for sql in fixture_inserts(db):
+            backend.execute(sql)
+        policies = backend.execute("SELECT count() FROM system.row_policies FORMAT TabSeparated").strip()
+        return {"policies": int(policies), "views": {v: [list(r) for r in rows(backend, db, v)] for v in views(backend, db)}}
+    finally:
+        backend.close()
+
+
+def test_current_clickhouse_applies_a_row_policy_through_every_view(engines):
+    assert not engines["failures"], "migrations failed; see the first test"
+    db, current = engines["db"], engines["current"]
+    seen = rows_under_row_policy(db, "acme")
+    assert seen["policies"] >= len(tenants_rs_list("TENANT_TABLES")), seen["policies"]
+    problems = []
+    for view, got in seen["views"].items():
+        want = [list(r) for r in rows(current, db, view, where="WHERE tenant = 'acme'")]
+        if not want or got != want:
+            problems.append(f"{view}: {len(got)} rows under the row policy, {len(want)} rows of acme in the shared view")
+    assert set(seen["views"]) == set(views(current, db))
+    assert not problems, "\n".join(problems)
+
+
+def test_clickhouse_18_16_ignores_row_filters_so_tenants_get_databases(engines):
+    """A user whose users.d entry filters the shared tables on one tenant
+    still reads every tenant on 18.16: isolation there is the tenant
+    database and its user (tenants.rs; tenant_isolation.rs)."""
+    assert not engines["failures"], "migrations failed; see the first test"
+    db, server = engines["db"], engines["server"]
+    stack = Path(os.environ.get("METER_STACK_DIR", ROOT / ".stack"))
+    users_d = stack / "clickhouse" / "users.d"
+    if not users_d.parent.is_dir():
+        pytest.fail(f"{users_d.parent} is not the running server's folder: set METER_STACK_DIR")
+    users_d.mkdir(exist_ok=True)
+    user = f"{db}_filtered"
+    tables = "".join(f"<{t}><filter>tenant = 'acme'</filter></{t}>" for t in tenants_rs_list("TENANT_TABLES"))
+    path = users_d / f"{user}.xml"
+    path.write_text(f"""<?xml version="1.0"?>
+<!-- Written by tests/python/test_clickhouse_versions.py, removed at its end. -->
+<yandex><users><{user}>
+  <password></password>
+  <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+  <profile>readonly</profile>
+  <quota>default</quota>
+  <databases><{db}>{tables}</{db}></databases>
+</{user}></users></yandex>
+""")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            r = server.http.post(SERVER_URL, params={"user": user}, data=f"SELECT DISTINCT tenant FROM {db}.daily_totals ORDER BY tenant", timeout=30)
+            if r.status_code == 200:
+                break
+            assert time.monotonic() < deadline, f"{user} cannot log in within 60 s: {r.text}"
+            time.sleep(0.5)
+        assert r.text.split() == ["acme", "initech"], r.text
+    finally:
+        path.unlink()
