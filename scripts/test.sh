@@ -3,7 +3,10 @@
 #   1. installs what is missing and starts the local stack (scripts/stack.sh up),
 #   2. checks the Prometheus rules (promtool check rules / test rules),
 #   3. builds the `meter` binary the integration tests run as separate processes,
-#   4. runs unit, property and integration tests (cargo test --workspace).
+#   4. runs unit, property and integration tests (cargo test --workspace),
+#   5. runs the Python tests (tests/python: the migrations and views on
+#      ClickHouse 18.16 and on current ClickHouse, in process with chDB) in a
+#      venv at $METER_STACK_DIR/venv (default .stack/venv), made once.
 # The stack is left running; `scripts/stack.sh down` stops it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,7 +33,32 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
 cargo test --locked --workspace -- --test-threads=2 2>&1 | tee "$log" || status=$?
-# One closing line for the whole run (cargo's last line is a doc-test summary).
+
+step "Python tests"
+stack_dir="${METER_STACK_DIR:-$ROOT/.stack}"
+venv="$stack_dir/venv"
+requirements=tests/python/requirements.txt
+pytest_status=0
+if ! cmp -s "$requirements" "$venv/requirements.installed"; then
+  { python3 -m venv "$venv" &&
+      "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" &&
+      cp "$requirements" "$venv/requirements.installed"; } || pytest_status=$?
+fi
+if ((pytest_status != 0)); then
+  echo "pytest: 0 passed, 1 failed (could not make the venv $venv from $requirements)" | tee -a "$log"
+else
+  "$venv/bin/python" -m pytest -p no:cacheprovider -q tests/python 2>&1 | tee -a "$log" || pytest_status=$?
+  if ((pytest_status == 5)); then
+    # pytest found no test: a failure, not a green run.
+    echo "pytest: 0 passed, 1 failed (no test collected in tests/python)" | tee -a "$log"
+  fi
+fi
+((pytest_status == 0)) || status=1
+
+# One closing line for the whole run (cargo's last line is a doc-test summary;
+# pytest's is "N failed, N passed, N error in S").
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     /^(=+ )?[0-9]+ (passed|failed|errors?|skipped)/ || /^pytest: / {
+       for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^(failed|errors?)/) f += $i } }
      END { printf "\ntotal: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -1,7 +1,9 @@
 //! A contract overrun driven through the real pipeline fires its alert on
 //! the real Prometheus of the local stack: demo ticket time -> Kafka ->
 //! aggregator -> ClickHouse -> `meter contracts metrics` -> Prometheus
-//! scrape -> rule MeterContractOverrun -> /api/v1/alerts.
+//! scrape -> rule MeterContractOverrun -> /api/v1/alerts. And the exporter
+//! serves this week's consumption over each contract's spike threshold (the
+//! series rule MeterConsumptionSpike reads), as ClickHouse computes it.
 
 use std::time::{Duration, Instant};
 
@@ -97,4 +99,70 @@ async fn a_contract_overrun_fires_its_alert_on_the_real_prometheus() {
         !alerts["data"]["alerts"].as_array().into_iter().flatten().any(|a| a["labels"]["contract"] == under.as_str()),
         "{under} must not alert: {alerts}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_exporter_serves_this_weeks_consumption_over_the_spike_threshold() {
+    let mut env = TestEnv::new("spike").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    env.config.contracts.metrics_listen = format!("127.0.0.1:{port}");
+    env.config.contracts.refresh_seconds = 1;
+    std::fs::write(&env.config_path, toml::to_string(&env.config).unwrap()).unwrap();
+    env.meter(&["migrate"]);
+
+    // 3600 minutes of ticket time today: 7.5 days of 8 hours this week.
+    let today = chrono::Utc::now().date_naive();
+    let ch = env.clickhouse();
+    ch.query(&format!(
+        "INSERT INTO aggregates (aggregate_id, revision, is_final, version, kind, tenant, period, window_date, metric, unit, quantity, cost) \
+         VALUES ('spike-day', 1, 0, 2, 'TICKET_TIME', 'acme', 'DAY', '{today}', 'ticket.time', 'minute', 3600, 0)"
+    ))
+    .execute()
+    .await
+    .unwrap();
+    // 5.25 days a week: 1.25 puts the threshold at 6.5625 days (a spike),
+    // 2 at 10.5 (none).
+    let (spiking, quiet) = (format!("spiking-{}", env.name), format!("quiet-{}", env.name));
+    let contracts = env.dir.path().join("contracts.toml");
+    let year = chrono::Datelike::year(&today);
+    let contract = |id: &str, factor: &str| {
+        format!(
+            "[[contracts]]\ntenant = \"acme\"\nid = \"{id}\"\nunit = \"days\"\nyearly_amount = \"263\"\nstart = \"{year}-01-01\"\n\
+             end = \"{year}-12-31\"\nweekly_average = \"5.25\"\nspike_factor = \"{factor}\"\n\n"
+        )
+    };
+    std::fs::write(&contracts, contract(&spiking, "1.25") + &contract(&quiet, "2")).unwrap();
+    env.meter(&["contracts", "load", contracts.to_str().unwrap()]);
+    let _exporter = Supervised::start(&env, &["contracts", "metrics"]);
+
+    let series = |id: &str| format!("meter_tenant_contract_week_spike_ratio{{contract=\"{id}\",tenant=\"acme\",unit=\"days\"}} ");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let text = match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if text.contains(&series(&spiking)) && text.contains(&series(&quiet)) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no spike gauges on /metrics within 60 s:\n{text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let value = |id: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(&series(id))).unwrap();
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let (ratio, consumed, threshold): (String, String, String) = ch
+        .query("SELECT toString(spike_ratio), toString(consumed), toString(threshold) FROM contract_weekly_spikes WHERE contract_id = ? AND week = toMonday(today())")
+        .bind(&spiking)
+        .fetch_one()
+        .await
+        .unwrap();
+    let dec = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
+    assert_eq!((dec(&consumed), dec(&threshold)), (dec("7.5"), dec("6.5625")));
+    assert!((value(&spiking) - ratio.parse::<f64>().unwrap()).abs() < 1e-6 && value(&spiking) > 1.0, "{ratio} vs {}", value(&spiking));
+    assert!((value(&quiet) - 7.5 / 10.5).abs() < 1e-5, "{}", value(&quiet));
+    // The week is a spike for one contract only.
+    let spikes: Vec<String> = ch.query("SELECT contract_id FROM consumption_spikes WHERE week = toMonday(today())").fetch_all().await.unwrap();
+    assert_eq!(spikes, vec![spiking]);
 }

@@ -21,6 +21,19 @@ fn dec(s: &str) -> Decimal {
     s.parse().unwrap()
 }
 
+/// The 2026 ticket tasks of the (Paris) week starting on Monday `week`.
+fn tickets_of_week<'a>(tickets: &'a [Value], week: &str) -> Vec<&'a Value> {
+    let monday: NaiveDate = week.parse().unwrap();
+    tickets
+        .iter()
+        .filter(|t| t["ticket_id"].as_str().unwrap().starts_with("2026"))
+        .filter(|t| {
+            let d = paris_date(t, "event_time");
+            d >= monday && d < monday + chrono::Duration::days(7)
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn views_answer_the_domain_questions() {
     let env = TestEnv::new("views").await;
@@ -132,6 +145,29 @@ async fn views_answer_the_domain_questions() {
         assert_eq!(dec(consumed), want, "week {week}");
         assert_eq!(dec(average), dec("5.25"));
         assert_eq!(*above == 1, want > dec("5.25"), "week {week}");
+    }
+    // Consumption spikes: the weeks above 1.25 x 5.25 = 6.5625 days (the
+    // example's spike_factor), and the tickets behind each, to the minute.
+    let spikes: Vec<(String, String, String)> = ch
+        .query("SELECT toString(week), toString(consumed), toString(threshold) FROM consumption_spikes WHERE contract_id = 'acme-mco-2026' ORDER BY week")
+        .fetch_all()
+        .await
+        .unwrap();
+    let want: Vec<(String, Decimal)> =
+        week_minutes.iter().map(|(w, m)| (w.to_string(), days_of(*m))).filter(|(_, days)| *days > dec("6.5625")).collect();
+    assert!(!want.is_empty(), "the demo data has spike weeks");
+    assert_eq!(spikes.iter().map(|(w, c, _)| (w.clone(), dec(c))).collect::<Vec<_>>(), want);
+    assert!(spikes.iter().all(|(_, _, t)| dec(t) == dec("6.5625")));
+    for (week, _) in &want {
+        let (ticket_count, minutes): (u64, u64) = ch
+            .query("SELECT uniqExact(ticket_id), sum(minutes) FROM consumption_spike_tickets WHERE contract_id = 'acme-mco-2026' AND toString(week) = ?")
+            .bind(week)
+            .fetch_one()
+            .await
+            .unwrap();
+        let in_week: Vec<&Value> = tickets_of_week(&tickets, week);
+        assert_eq!(minutes as i64, week_minutes[&week.parse::<NaiveDate>().unwrap()], "week {week}");
+        assert_eq!(ticket_count as usize, in_week.iter().map(|t| t["ticket_id"].as_str().unwrap()).collect::<std::collections::BTreeSet<_>>().len());
     }
 
     // Check compliance by week: the Exchange KO with its ticket, the missed firewall run.

@@ -1,5 +1,9 @@
 -- Analyst views, one per question of DOMAIN.md. All read the latest
 -- revision of each aggregate (FINAL). Periods are the tenant's local ones.
+-- They run on ClickHouse 18.16 and current versions with the same rows: a
+-- joined subquery always has an alias (current analyzer), and joins are ALL
+-- against right sides unique per key (ANY INNER JOIN keeps one row per key
+-- on current versions, every left row on 18.16).
 
 -- Seasonality: ticket time per month with the dimensions analysts filter on;
 -- compare a month with the same month of earlier years
@@ -55,7 +59,7 @@ SELECT
     sum(cost) AS cost,
     any(currency) AS currency,
     min(is_final) AS is_final,
-    groupUniqArray(price_book_version) AS price_book_versions
+    arraySort(groupUniqArray(price_book_version)) AS price_book_versions
 FROM {db}.aggregates FINAL
 WHERE period = 'MONTH'
 GROUP BY tenant, subsidiary, month, kind, metric, unit;
@@ -83,23 +87,23 @@ FROM
     (
         SELECT tenant, contract_id, unit, hours_per_day, day, expected
         FROM {db}.contract_days FINAL
-        ANY INNER JOIN (SELECT tenant, contract_id, unit, hours_per_day FROM {db}.contracts FINAL) USING (tenant, contract_id)
-    )
-    ANY LEFT JOIN
+        ALL INNER JOIN (SELECT tenant, contract_id, unit, hours_per_day FROM {db}.contracts FINAL) AS contract USING (tenant, contract_id)
+    ) AS contract_day
+    ALL LEFT JOIN
     (
         SELECT tenant, window_date AS day, sum(quantity) AS minutes, sum(cost) AS cost
         FROM {db}.aggregates FINAL
         WHERE period = 'DAY' AND kind = 'TICKET_TIME'
         GROUP BY tenant, day
-    ) USING (tenant, day)
-)
-ANY LEFT JOIN
+    ) AS day_time USING (tenant, day)
+) AS contract_day_time
+ALL LEFT JOIN
 (
     SELECT tenant, local_date AS day, uniqExact(ticket_id) AS tickets
     FROM {db}.ticket_tasks FINAL
     WHERE accounting = 'counted'
     GROUP BY tenant, day
-) USING (tenant, day);
+) AS day_tickets USING (tenant, day);
 
 -- Contract burn per month and per week: expected (pro rata of the revised
 -- amounts) against consumed, the difference, and both to date.
@@ -155,7 +159,7 @@ ARRAY JOIN
     arrayMap(x -> x.3, arraySort(ws)) AS consumed_period_micros,
     arrayCumSum(arrayMap(x -> x.2, arraySort(ws))) AS expected_micros,
     arrayCumSum(arrayMap(x -> x.3, arraySort(ws))) AS consumed_micros
-ANY LEFT JOIN (SELECT tenant, contract_id, weekly_average FROM {db}.contracts FINAL) USING (tenant, contract_id);
+ALL LEFT JOIN (SELECT tenant, contract_id, weekly_average FROM {db}.contracts FINAL) AS contract USING (tenant, contract_id);
 
 -- Where each contract stands today: expected and consumed to date, the
 -- difference, and a straight-line projection to the contract's end.
@@ -174,8 +178,8 @@ FROM
         count() AS total_days
     FROM {db}.contract_daily
     GROUP BY tenant, contract_id, unit
-)
-ANY LEFT JOIN (SELECT tenant, contract_id, yearly_amount, start_date, end_date FROM {db}.contracts FINAL) USING (tenant, contract_id);
+) AS to_date
+ALL LEFT JOIN (SELECT tenant, contract_id, yearly_amount, start_date, end_date FROM {db}.contracts FINAL) AS contract USING (tenant, contract_id);
 
 -- Drill-down: the ticket tasks behind any ticket aggregate, with the window
 -- keys of each period, so an aggregate's filters select its tasks.
@@ -211,7 +215,7 @@ SELECT
     countIf(status = 'WARNING') AS warning,
     countIf(status = 'KO') AS ko,
     countIf(status = 'MISSED') AS missed,
-    groupUniqArrayIf(ticket_ref, status = 'KO' AND ticket_ref != '') AS ko_tickets
+    arraySort(groupUniqArrayIf(ticket_ref, status = 'KO' AND ticket_ref != '')) AS ko_tickets
 FROM {db}.check_runs FINAL
 WHERE accounting = 'counted'
 GROUP BY tenant, subsidiary, week, check_name, frequency;

@@ -1,5 +1,7 @@
 //! Contract burn as Prometheus gauges, read from the `contract_status` view,
-//! so that alert rules can compare consumption with its pro-rata.
+//! so that alert rules can compare consumption with its pro-rata; and the
+//! current week's consumption against the spike threshold (weekly average ×
+//! spike factor), read from `contract_weekly_spikes`.
 
 use std::time::Duration;
 
@@ -12,6 +14,8 @@ pub struct ContractGauges {
     ratio: GaugeVec,
     consumed: GaugeVec,
     expected: GaugeVec,
+    /// This week's consumption / (weekly average × spike factor): above 1 is a spike.
+    week_spike_ratio: GaugeVec,
 }
 
 impl ContractGauges {
@@ -25,6 +29,10 @@ impl ContractGauges {
             ratio: gauge("meter_tenant_contract_consumed_ratio", "Consumed to date over expected to date (pro rata of the revised amounts).")?,
             consumed: gauge("meter_tenant_contract_consumed", "Consumed to date, in the contract's unit.")?,
             expected: gauge("meter_tenant_contract_expected_to_date", "Expected to date, in the contract's unit.")?,
+            week_spike_ratio: gauge(
+                "meter_tenant_contract_week_spike_ratio",
+                "Consumed this week (Monday on) over the contract's weekly average times its spike factor: above 1 is a consumption spike.",
+            )?,
         })
     }
 }
@@ -36,6 +44,14 @@ struct Status {
     unit: String,
     expected: String,
     consumed: String,
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct Week {
+    tenant: String,
+    contract_id: String,
+    unit: String,
+    spike_ratio: String,
 }
 
 /// Reads every contract's status once and updates the gauges.
@@ -53,6 +69,17 @@ pub async fn refresh(client: &clickhouse::Client, gauges: &ContractGauges) -> Re
         if expected > 0.0 {
             gauges.ratio.with_label_values(&labels).set(consumed / expected);
         }
+    }
+    // Only contracts running this week: a spike gauge of an ended contract
+    // (or of last week) must not stay behind.
+    let weeks: Vec<Week> = client
+        .query("SELECT tenant, contract_id, unit, toString(spike_ratio) FROM contract_weekly_spikes WHERE week = toMonday(today())")
+        .fetch_all()
+        .await?;
+    gauges.week_spike_ratio.reset();
+    for w in &weeks {
+        let ratio: f64 = w.spike_ratio.parse().unwrap_or(0.0);
+        gauges.week_spike_ratio.with_label_values(&[w.tenant.as_str(), w.contract_id.as_str(), w.unit.as_str()]).set(ratio);
     }
     Ok(rows.len())
 }

@@ -65,12 +65,21 @@ pub struct Contract {
     pub end: NaiveDate,
     /// Contractual weekly average; default: yearly amount over the contract's weeks.
     pub weekly_average: Option<Decimal>,
+    /// A week consuming more than `spike_factor` × the weekly average is a
+    /// consumption spike (`consumption_spikes`); default 1.5.
+    #[serde(default = "default_spike_factor")]
+    pub spike_factor: Decimal,
     #[serde(default)]
     pub revisions: Vec<Revision>,
 }
 
 fn eight() -> Decimal {
     Decimal::from(8)
+}
+
+/// 1.5: a week half again above the contractual average.
+pub fn default_spike_factor() -> Decimal {
+    Decimal::new(15, 1)
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +99,9 @@ pub fn load_file(path: &Path) -> Result<Vec<Contract>, ContractError> {
         }
         if c.yearly_amount.is_sign_negative() || c.hours_per_day <= Decimal::ZERO {
             return Err(bad("yearly_amount must not be negative and hours_per_day must be positive".into()));
+        }
+        if c.spike_factor <= Decimal::ZERO {
+            return Err(bad(format!("spike_factor {} must be positive (1.5: a week half again above the weekly average)", c.spike_factor)));
         }
         for r in &c.revisions {
             month_start(&r.from_month).ok_or_else(|| bad(format!("revision month {:?} is not YYYY-MM", r.from_month)))?;
@@ -147,6 +159,14 @@ struct ContractRow {
 }
 
 #[derive(clickhouse::Row, Serialize)]
+struct SpikeFactorRow {
+    tenant: String,
+    contract_id: String,
+    spike_factor: i64,
+    loaded_at: u32,
+}
+
+#[derive(clickhouse::Row, Serialize)]
 struct ContractDayRow {
     tenant: String,
     contract_id: String,
@@ -165,7 +185,8 @@ fn days_since_epoch(d: NaiveDate) -> u16 {
     u16::try_from((d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days()).unwrap_or(0)
 }
 
-/// Writes the contracts and their days; a reload replaces them (newer `loaded_at`).
+/// Writes the contracts, their spike factors and their days; a reload
+/// replaces them (newer `loaded_at`).
 pub async fn store(client: &clickhouse::Client, contracts: &[Contract]) -> Result<usize, ContractError> {
     let loaded_at = u32::try_from(Utc::now().timestamp()).unwrap_or(0);
     let mut insert = client.insert::<ContractRow>("contracts").await?;
@@ -191,6 +212,13 @@ pub async fn store(client: &clickhouse::Client, contracts: &[Contract]) -> Resul
         }
     }
     insert.end().await?;
+    let mut insert = client.insert::<SpikeFactorRow>("contract_spike_factors").await?;
+    for c in contracts {
+        insert
+            .write(&SpikeFactorRow { tenant: c.tenant.clone(), contract_id: c.id.clone(), spike_factor: micros(c.spike_factor), loaded_at })
+            .await?;
+    }
+    insert.end().await?;
     let mut insert = client.insert::<ContractDayRow>("contract_days").await?;
     for row in &day_rows {
         insert.write(row).await?;
@@ -213,6 +241,7 @@ mod tests {
             start: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
             end: NaiveDate::from_ymd_opt(2026, 12, 31).unwrap(),
             weekly_average: None,
+            spike_factor: default_spike_factor(),
             revisions,
         }
     }
@@ -241,5 +270,22 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/contracts.example.toml");
         let contracts = load_file(&path).unwrap();
         assert!(contracts.iter().any(|c| c.unit == ContractUnit::Days && !c.revisions.is_empty()));
+        assert!(contracts.iter().any(|c| c.spike_factor != default_spike_factor()));
+        assert!(contracts.iter().any(|c| c.spike_factor == default_spike_factor()), "the default applies where none is set");
+    }
+
+    #[test]
+    fn a_spike_factor_must_be_positive() {
+        let dir = std::env::temp_dir().join(format!("meter-contracts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("contracts.toml");
+        std::fs::write(
+            &path,
+            "[[contracts]]\ntenant = \"acme\"\nid = \"c\"\nunit = \"days\"\nyearly_amount = \"263\"\nstart = \"2026-01-01\"\nend = \"2026-12-31\"\nspike_factor = \"0\"\n",
+        )
+        .unwrap();
+        let err = load_file(&path).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("spike_factor"), "{err}");
     }
 }

@@ -27,6 +27,8 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 5, name: "contracts", sql: include_str!("../migrations/0005_contracts.sql") },
     Migration { version: 6, name: "analyst_views", sql: include_str!("../migrations/0006_analyst_views.sql") },
     Migration { version: 7, name: "event_identity_and_period_closes", sql: include_str!("../migrations/0007_event_identity_and_period_closes.sql") },
+    Migration { version: 8, name: "contract_spike_factors", sql: include_str!("../migrations/0008_contract_spike_factors.sql") },
+    Migration { version: 9, name: "consumption_spikes", sql: include_str!("../migrations/0009_consumption_spikes.sql") },
 ];
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
@@ -90,8 +92,17 @@ mod tests {
 
     #[test]
     fn migrations_are_numbered_in_order_and_split_cleanly() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS.iter().map(|m| format!("{:04}_{}.sql", m.version, m.name)).collect();
+        assert_eq!(listed, files, "every file of migrations/ is listed, in order, as NNNN_name");
         for (i, m) in MIGRATIONS.iter().enumerate() {
-            assert_eq!(m.version as usize, i + 1);
+            assert!(i == 0 || MIGRATIONS[i - 1].version < m.version, "versions increase: {}", m.version);
             let parts = statements(m.sql, "meter_test");
             assert!(!parts.is_empty());
             for p in parts {

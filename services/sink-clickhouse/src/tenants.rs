@@ -25,10 +25,11 @@ pub enum TenantError {
 }
 
 /// Shared tables copied per tenant (all have a `tenant` column).
-const TENANT_TABLES: [&str; 6] = ["aggregates", "ticket_tasks", "check_runs", "vm_usage_events", "contracts", "contract_days"];
+const TENANT_TABLES: [&str; 7] =
+    ["aggregates", "ticket_tasks", "check_runs", "vm_usage_events", "contracts", "contract_days", "contract_spike_factors"];
 /// Migrations creating those tables, and the views.
-const TABLE_MIGRATIONS: [u32; 3] = [1, 3, 5];
-const VIEW_MIGRATIONS: [u32; 2] = [2, 6];
+const TABLE_MIGRATIONS: [u32; 4] = [1, 3, 5, 8];
+const VIEW_MIGRATIONS: [u32; 3] = [2, 6, 9];
 /// Re-keys the detail tables by event identity; applied to a tenant database
 /// once (while its `ticket_tasks.version` is still UInt8).
 const IDENTITY_MIGRATION: u32 = 7;

@@ -1,0 +1,428 @@
+"""Every migration and every view runs on ClickHouse 18.16 (the local stack's
+server) and on current ClickHouse (chDB, in process), and gives the same rows
+on the same data.
+
+- All of `services/sink-clickhouse/migrations/*.sql` (a glob: new files are
+  included) are split into statements as `migrations.rs` does and applied to
+  a fresh database on both.
+- The fixture rows of `fixture_rows.py` are loaded into both.
+- Every view (`system.tables` with engine 'View', so new views are covered)
+  is queried on both with an ORDER BY on all its columns; the rows are
+  compared with decimals normalised (18.16 prints 27.000000, current
+  versions 27).
+- A tenant database is provisioned on both as `tenants.rs` does (tables,
+  feeding materialized views, back-fill, the views) and its views give the
+  shared views' rows of that tenant.
+
+The 18.16 server is the one `scripts/stack.sh up` runs (METER_CLICKHOUSE_HTTP_PORT,
+default 8123). Run: `scripts/test.sh`, or after it
+`.stack/venv/bin/python -m pytest tests/python`.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+os.environ.setdefault("TZ", "UTC")  # chDB takes the process' zone; the stack's server runs in UTC.
+
+import pytest  # noqa: E402
+import requests  # noqa: E402
+from chdb import session as chdb_session  # noqa: E402
+
+from fixture_rows import SUBSIDIARIES, fixture_inserts  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+MIGRATIONS = ROOT / "services" / "sink-clickhouse" / "migrations"
+SERVER_URL = f"http://127.0.0.1:{os.environ.get('METER_CLICKHOUSE_HTTP_PORT', '8123')}/"
+
+TENANTS_RS = ROOT / "services" / "sink-clickhouse" / "src" / "tenants.rs"
+
+
+def tenants_rs_list(name):
+    """A constant array of tenants.rs (TENANT_TABLES, TABLE_MIGRATIONS,
+    VIEW_MIGRATIONS), so that provisioning here follows the code."""
+    m = re.search(rf"const {name}: \[[^\]]+\]\s*=\s*\[([^\]]*)\]", TENANTS_RS.read_text())
+    assert m, f"{TENANTS_RS} has no const {name}"
+    return [item.strip().strip('"') for item in m.group(1).split(",") if item.strip()]
+
+
+def statements(sql, database):
+    """migrations.rs `statements`: `{db}` replaced, split at `;` + newline,
+    comment lines dropped, trailing `;` trimmed, empty parts skipped."""
+    out = []
+    for part in sql.replace("{db}", database).split(";\n"):
+        text = "\n".join(line for line in part.splitlines() if not line.lstrip().startswith("--"))
+        text = text.strip().rstrip(";")
+        if text:
+            out.append(text)
+    return out
+
+
+def migration_files():
+    return sorted(MIGRATIONS.glob("*.sql"))
+
+
+def migration_version(path):
+    return int(path.name.split("_", 1)[0])
+
+
+class Server:
+    """ClickHouse 18.16 over HTTP."""
+
+    name = "ClickHouse 18.16 server"
+
+    def __init__(self, url):
+        self.url = url
+        self.http = requests.Session()
+
+    def execute(self, sql):
+        r = self.http.post(self.url, data=sql.encode(), timeout=60)
+        if r.status_code != 200:
+            raise RuntimeError(r.text.strip())
+        return r.text
+
+    def version(self):
+        return self.execute("SELECT version()").strip()
+
+
+class Chdb:
+    """Current ClickHouse in process (chDB), on a temporary folder."""
+
+    name = "chDB"
+
+    def __init__(self, path):
+        self.session = chdb_session.Session(path)
+
+    def execute(self, sql):
+        # chDB raises on errors; the query text carries its own FORMAT.
+        return self.session.query(sql, "TabSeparated").bytes().decode()
+
+    def version(self):
+        return self.execute("SELECT version()").strip()
+
+    def close(self):
+        self.session.close()
+
+
+def apply_migrations(backend, db):
+    """Applies every statement of every migration file; returns the failures."""
+    failures = []
+    backend.execute(f"CREATE DATABASE IF NOT EXISTS {db}")
+    for path in migration_files():
+        for sql in statements(path.read_text(), db):
+            try:
+                backend.execute(sql)
+            except Exception as e:  # noqa: BLE001 - every failure is reported
+                failures.append(f"{backend.name}: {path.name}: {sql.splitlines()[0]}\n    {str(e).splitlines()[0][:400]}")
+    return failures
+
+
+def provision_tenant(backend, db, tenant):
+    """tenants.rs `provision`, without the user file: the tenant's database
+    with the table migrations, a feeding materialized view and a back-fill
+    per shared table, then the view migrations. Returns the database."""
+    tdb = f"{db}_tenant_{tenant.replace('-', '_')}"
+    backend.execute(f"CREATE DATABASE IF NOT EXISTS {tdb}")
+    files = migration_files()
+    table_files = [p for p in files if str(migration_version(p)) in tenants_rs_list("TABLE_MIGRATIONS")]
+    view_files = [p for p in files if str(migration_version(p)) in tenants_rs_list("VIEW_MIGRATIONS")]
+    for path in table_files:
+        for sql in statements(path.read_text(), tdb):
+            backend.execute(sql)
+    # A migration tenants.rs applies once to a tenant database whose detail
+    # tables still have the old keys (const IDENTITY_MIGRATION, where present).
+    identity = re.search(r"const IDENTITY_MIGRATION: u32 = (\d+);", TENANTS_RS.read_text())
+    old_keys = backend.execute(f"SELECT count() FROM system.columns WHERE database = '{tdb}' AND table = 'ticket_tasks' "
+                               "AND name = 'version' AND type = 'UInt8' FORMAT TabSeparated").strip()
+    if identity and old_keys != "0":
+        for path in [p for p in files if migration_version(p) == int(identity.group(1))]:
+            for sql in statements(path.read_text(), tdb):
+                backend.execute(sql)
+    for table in tenants_rs_list("TENANT_TABLES"):
+        backend.execute(f"CREATE MATERIALIZED VIEW IF NOT EXISTS {tdb}.{table}_feed TO {tdb}.{table} "
+                        f"AS SELECT * FROM {db}.{table} WHERE tenant = '{tenant}'")
+        backend.execute(f"INSERT INTO {tdb}.{table} SELECT * FROM {db}.{table} WHERE tenant = '{tenant}'")
+    for path in view_files:
+        for sql in statements(path.read_text(), tdb):
+            backend.execute(sql)
+    return tdb
+
+
+def views(backend, db):
+    out = backend.execute(f"SELECT name FROM system.tables WHERE database = '{db}' AND engine = 'View' ORDER BY name FORMAT TabSeparated")
+    return out.split()
+
+
+def columns(backend, db, view):
+    out = backend.execute(f"DESCRIBE TABLE {db}.{view} FORMAT TabSeparated")
+    return [tuple(line.split("\t")[:2]) for line in out.splitlines() if line]
+
+
+DECIMAL_LITERAL = re.compile(r"-?\d+\.\d+")
+
+
+def normal_decimal(text):
+    d = Decimal(text)
+    if d == 0:
+        return "0"
+    s = format(d.normalize(), "f")
+    return s
+
+
+def normalise(value, type_name):
+    """One TSV field, decimals without trailing zeros (also inside arrays)."""
+    if value == "\\N":
+        return None
+    if "Decimal" in type_name:
+        if type_name.startswith(("Decimal", "Nullable(Decimal")):
+            return normal_decimal(value)
+        return DECIMAL_LITERAL.sub(lambda m: normal_decimal(m.group(0)), value)
+    return value
+
+
+def rows(backend, db, view, where=""):
+    """Every row of a view, ordered by all its columns, normalised."""
+    cols = columns(backend, db, view)
+    order = ", ".join(f"`{name}`" for name, _ in cols)
+    out = backend.execute(f"SELECT * FROM {db}.{view} {where} ORDER BY {order} FORMAT TabSeparated")
+    result = []
+    for line in out.split("\n"):
+        if line == "":
+            continue
+        fields = line.split("\t")
+        assert len(fields) == len(cols), f"{backend.name}: {view}: {len(fields)} fields for {len(cols)} columns: {line!r}"
+        result.append(tuple(normalise(v, t) for v, (_, t) in zip(fields, cols)))
+    return result
+
+
+@pytest.fixture(scope="module")
+def engines():
+    """Both engines with the migrations applied and the fixture rows loaded
+    into a fresh database; the failures of migration statements."""
+    server = Server(SERVER_URL)
+    try:
+        server.version()
+    except requests.RequestException as e:
+        pytest.fail(f"ClickHouse 18.16 does not answer at {SERVER_URL} ({e}): start it with `scripts/stack.sh up`")
+    folder = tempfile.mkdtemp(prefix="meter-chdb-")
+    current = Chdb(folder)
+    db = f"meter_versions_{uuid.uuid4().hex[:10]}"
+    failures = []
+    try:
+        for backend in (server, current):
+            failures += apply_migrations(backend, db)
+        if not failures:
+            for sql in fixture_inserts(db):
+                server.execute(sql)
+                current.execute(sql)
+        yield {"server": server, "current": current, "db": db, "failures": failures}
+    finally:
+        for tenant_db in server.execute(f"SELECT name FROM system.databases WHERE name LIKE '{db}%' FORMAT TabSeparated").split():
+            server.execute(f"DROP DATABASE IF EXISTS {tenant_db}")
+        current.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_every_migration_statement_runs_on_18_16_and_current(engines):
+    assert migration_files(), f"no migration in {MIGRATIONS}"
+    assert engines["server"].version().startswith("18.16"), engines["server"].version()
+    assert not engines["failures"], "statements refused:\n" + "\n".join(engines["failures"])
+
+
+def test_the_migrations_create_the_same_tables_and_views(engines):
+    db = engines["db"]
+    query = f"SELECT name, engine FROM system.tables WHERE database = '{db}' ORDER BY name FORMAT TabSeparated"
+    assert engines["server"].execute(query) == engines["current"].execute(query)
+
+
+def test_every_view_gives_the_same_rows(engines):
+    assert not engines["failures"], "migrations failed; see the first test"
+    db = engines["db"]
+    server, current = engines["server"], engines["current"]
+    names = views(server, db)
+    assert names == views(current, db)
+    assert "contract_status" in names and "daily_totals" in names, names
+    problems = []
+    for view in names:
+        old_cols, new_cols = columns(server, db, view), columns(current, db, view)
+        if [c for c, _ in old_cols] != [c for c, _ in new_cols]:
+            problems.append(f"{view}: columns differ:\n  18.16:   {old_cols}\n  current: {new_cols}")
+            continue
+        old, new = rows(server, db, view), rows(current, db, view)
+        if not old:
+            problems.append(f"{view}: no row on the fixture data: extend tests/python/fixture_rows.py so that it is compared")
+        if old != new:
+            only_old = [r for r in old if r not in new][:3]
+            only_new = [r for r in new if r not in old][:3]
+            problems.append(f"{view}: {len(old)} rows on 18.16, {len(new)} on current; only on 18.16: {only_old}; only on current: {only_new}")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("tenant", sorted(SUBSIDIARIES))
+def test_a_tenant_database_gives_the_shared_views_rows_of_its_tenant(engines, tenant):
+    assert not engines["failures"], "migrations failed; see the first test"
+    db = engines["db"]
+    problems = []
+    for backend in (engines["server"], engines["current"]):
+        tdb = provision_tenant(backend, db, tenant)
+        tenant_views = views(backend, tdb)
+        assert tenant_views == views(backend, db), f"{backend.name}: the tenant database has other views"
+        for view in tenant_views:
+            mine = rows(backend, tdb, view)
+            shared = rows(backend, db, view, where=f"WHERE tenant = '{tenant}'")
+            if not mine:
+                problems.append(f"{backend.name}: {tdb}.{view}: no row for {tenant}")
+            elif mine != shared:
+                problems.append(f"{backend.name}: {tdb}.{view}: its {len(mine)} rows differ from the shared view's {len(shared)} of {tenant}")
+    assert not problems, "\n".join(problems)
+
+
+def test_current_clickhouse_pushes_a_tenant_filter_into_every_view_reading_final(engines):
+    """On current ClickHouse a `WHERE tenant = ...` on a shared view reaches
+    the primary key of every table the view reads (with FINAL, through joins
+    and GROUP BY), so the shared views serve one tenant without a tenant
+    database. 18.16 does not (4 s a query at 500 tenants): there, analysts
+    read their tenant database (test above)."""
+    assert not engines["failures"], "migrations failed; see the first test"
+    db, current = engines["db"], engines["current"]
+    problems = []
+    for view in views(current, db):
+        if "tenant" not in [name for name, _ in columns(current, db, view)]:
+            continue
+        plan = current.execute(f"EXPLAIN indexes = 1 SELECT * FROM {db}.{view} WHERE tenant = 'acme'")
+        reads = plan.split("ReadFromMergeTree")[1:]
+        if not reads:
+            problems.append(f"{view}: reads no MergeTree table?\n{plan}")
+        for read in reads:
+            table = read.split(")")[0].strip(" (")
+            key = re.search(r"PrimaryKey.*?Condition: ([^\n]*)", read.replace("\\'", "'"), re.S)
+            if "FINAL: 1" in read and not (key and "(tenant in ['acme', 'acme'])" in key.group(1)):
+                problems.append(f"{view}: reads {table} FINAL without the tenant condition on its primary key")
+    assert not problems, "\n".join(problems)
+
+
+def test_compose_runs_the_clickhouse_version_tested_here(engines):
+    """docker-compose.yml's clickhouse-server is the major.minor chDB runs here."""
+    compose = (ROOT / "docker-compose.yml").read_text()
+    tags = re.findall(r"image:\s*clickhouse/clickhouse-server:(\S+)", compose)
+    assert len(tags) == 1, f"docker-compose.yml runs clickhouse-server {tags}"
+    tested = ".".join(engines["current"].version().split(".")[:2])
+    assert tags[0] == tested or tags[0].startswith(tested + "."), (
+        f"docker-compose.yml runs clickhouse-server:{tags[0]}, the tests run {tested} (chdb-core in tests/python/requirements.txt)")
+
+
+# ------------------------------------------------------------ row policies --
+# Current ClickHouse applies the caller's row policies on the tables a view
+# reads, so a tenant filter on the shared tables would isolate tenants
+# without tenant databases. 18.16 ignores row filters: there, isolation is
+# the tenant database. Both facts are tested: which version gets which.
+
+ROW_POLICY_USERS = """<clickhouse>
+  <profiles><default/></profiles>
+  <quotas><default/></quotas>
+  <users>
+    <default>
+      <password/>
+      <networks><ip>::/0</ip></networks>
+      <profile>default</profile>
+      <quota>default</quota>
+      <access_management>1</access_management>
+      <databases>
+        <{db}>{tables}</{db}>
+      </databases>
+    </default>
+  </users>
+</clickhouse>
+"""
+
+
+def rows_under_row_policy(db, tenant):
+    """In a chDB of its own (a process: its configuration is global), whose
+    user has the row filter `tenant = '<tenant>'` on every shared table:
+    the migrations, the fixture rows, and every view's rows."""
+    folder = tempfile.mkdtemp(prefix="meter-chdb-policy-")
+    try:
+        tables = "".join(f"<{t}><filter>tenant = '{tenant}'</filter></{t}>" for t in tenants_rs_list("TENANT_TABLES"))
+        Path(folder, "users.xml").write_text(ROW_POLICY_USERS.format(db=db, tables=tables))
+        Path(folder, "config.xml").write_text(
+            f"<clickhouse><user_directories><users_xml><path>{folder}/users.xml</path></users_xml></user_directories></clickhouse>")
+        code = "import sys, json, test_clickhouse_versions as t; print(json.dumps(t.policy_process(*sys.argv[1:])))"
+        out = subprocess.run([sys.executable, "-c", code, folder, db], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=300, check=False)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def policy_process(folder, db):
+    """The child of rows_under_row_policy."""
+    backend = Chdb(f"{folder}/data?config-file={folder}/config.xml")
+    try:
+        failures = apply_migrations(backend, db)
+        assert not failures, failures
+        for sql in fixture_inserts(db):
+            backend.execute(sql)
+        policies = backend.execute("SELECT count() FROM system.row_policies FORMAT TabSeparated").strip()
+        return {"policies": int(policies), "views": {v: [list(r) for r in rows(backend, db, v)] for v in views(backend, db)}}
+    finally:
+        backend.close()
+
+
+def test_current_clickhouse_applies_a_row_policy_through_every_view(engines):
+    assert not engines["failures"], "migrations failed; see the first test"
+    db, current = engines["db"], engines["current"]
+    seen = rows_under_row_policy(db, "acme")
+    assert seen["policies"] >= len(tenants_rs_list("TENANT_TABLES")), seen["policies"]
+    problems = []
+    for view, got in seen["views"].items():
+        want = [list(r) for r in rows(current, db, view, where="WHERE tenant = 'acme'")]
+        if not want or got != want:
+            problems.append(f"{view}: {len(got)} rows under the row policy, {len(want)} rows of acme in the shared view")
+    assert set(seen["views"]) == set(views(current, db))
+    assert not problems, "\n".join(problems)
+
+
+def test_clickhouse_18_16_ignores_row_filters_so_tenants_get_databases(engines):
+    """A user whose users.d entry filters the shared tables on one tenant
+    still reads every tenant on 18.16: isolation there is the tenant
+    database and its user (tenants.rs; tenant_isolation.rs)."""
+    assert not engines["failures"], "migrations failed; see the first test"
+    db, server = engines["db"], engines["server"]
+    stack = Path(os.environ.get("METER_STACK_DIR", ROOT / ".stack"))
+    users_d = stack / "clickhouse" / "users.d"
+    if not users_d.parent.is_dir():
+        pytest.fail(f"{users_d.parent} is not the running server's folder: set METER_STACK_DIR")
+    users_d.mkdir(exist_ok=True)
+    user = f"{db}_filtered"
+    tables = "".join(f"<{t}><filter>tenant = 'acme'</filter></{t}>" for t in tenants_rs_list("TENANT_TABLES"))
+    path = users_d / f"{user}.xml"
+    path.write_text(f"""<?xml version="1.0"?>
+<!-- Written by tests/python/test_clickhouse_versions.py, removed at its end. -->
+<yandex><users><{user}>
+  <password></password>
+  <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+  <profile>readonly</profile>
+  <quota>default</quota>
+  <databases><{db}>{tables}</{db}></databases>
+</{user}></users></yandex>
+""")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            r = server.http.post(SERVER_URL, params={"user": user}, data=f"SELECT DISTINCT tenant FROM {db}.daily_totals ORDER BY tenant", timeout=30)
+            if r.status_code == 200:
+                break
+            assert time.monotonic() < deadline, f"{user} cannot log in within 60 s: {r.text}"
+            time.sleep(0.5)
+        assert r.text.split() == ["acme", "initech"], r.text
+    finally:
+        path.unlink()
