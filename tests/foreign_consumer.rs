@@ -77,6 +77,7 @@ async fn a_python_consumer_decodes_every_topic_with_only_the_schema_files() {
         .unwrap_or_else(|e| panic!("decode_topics.py printed no JSON ({e}, {}):\n{report}", output.status));
     assert_eq!(decoded["failures"], 0, "{report}\n{}", serde_json::to_string_pretty(&decoded["topics"]).unwrap());
     assert!(output.status.success(), "{report}");
+    eprintln!("decode_topics.py:\n{report}");
 
     // The fastavro fingerprints of the schema files are ours.
     for (fp, file) in decoded["schemas"].as_object().unwrap() {
