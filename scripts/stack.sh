@@ -88,8 +88,8 @@ STOP_TIMEOUT=${METER_STOP_TIMEOUT:-20}
 
 TANSU_VERSION=0.6.0
 TANSU_FEATURES=libsql,dynostore
-# python3-venv: scripts/test.sh makes the venv of tests/python with it.
-APT_PACKAGES=(clickhouse-server clickhouse-client prometheus icinga2 monitoring-plugins-basic curl python3-venv)
+# python3-venv: scripts/test.sh creates the Python venv of the tests (.stack/venv).
+APT_PACKAGES=(clickhouse-server clickhouse-client prometheus icinga2 monitoring-plugins-basic curl python3 python3-venv)
 
 TOPICS=(
   meter.events.vm-usage

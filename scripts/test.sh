@@ -2,11 +2,13 @@
 # Runs every test of the project on a fresh or prepared machine:
 #   1. installs what is missing and starts the local stack (scripts/stack.sh up),
 #   2. checks the Prometheus rules (promtool check rules / test rules),
-#   3. builds the `meter` binary the integration tests run as separate processes,
-#   4. runs unit, property and integration tests (cargo test --workspace),
-#   5. runs the Python tests (tests/python: the migrations and views on
-#      ClickHouse 18.16 and on current ClickHouse, in process with chDB) in a
-#      venv at $METER_STACK_DIR/venv (default .stack/venv), made once.
+#   3. makes the Python venv of the tests ($METER_STACK_DIR/venv, default
+#      .stack/venv) from tests/python/requirements.txt, once per change of it
+#      (chDB, pytest; confluent-kafka and fastavro for the foreign consumer),
+#   4. builds the `meter` binary the integration tests run as separate processes,
+#   5. runs unit, property and integration tests (cargo test --workspace),
+#   6. runs the Python tests (tests/python: the migrations and views on
+#      ClickHouse 18.16 and on current ClickHouse, in process with chDB).
 # The stack is left running; `scripts/stack.sh down` stops it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +27,19 @@ rule_tests=(deploy/prometheus/tests/*.yml)
 if ((${#rules[@]})); then promtool check rules "${rules[@]}"; fi
 if ((${#rule_tests[@]})); then promtool test rules "${rule_tests[@]}"; fi
 
+step "Python venv"
+stack_dir="${METER_STACK_DIR:-$ROOT/.stack}"
+venv="$stack_dir/venv"
+requirements=tests/python/requirements.txt
+venv_status=0
+if ! cmp -s "$requirements" "$venv/requirements.installed"; then
+  { python3 -m venv "$venv" &&
+      "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" &&
+      cp "$requirements" "$venv/requirements.installed"; } || venv_status=$?
+fi
+# The Rust tests that run Python (the foreign consumer) find it here.
+export METER_PYTHON="$venv/bin/python"
+
 step "build"
 cargo build --locked --bin meter
 
@@ -35,15 +50,7 @@ status=0
 cargo test --locked --workspace -- --test-threads=2 2>&1 | tee "$log" || status=$?
 
 step "Python tests"
-stack_dir="${METER_STACK_DIR:-$ROOT/.stack}"
-venv="$stack_dir/venv"
-requirements=tests/python/requirements.txt
-pytest_status=0
-if ! cmp -s "$requirements" "$venv/requirements.installed"; then
-  { python3 -m venv "$venv" &&
-      "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements" &&
-      cp "$requirements" "$venv/requirements.installed"; } || pytest_status=$?
-fi
+pytest_status=$venv_status
 if ((pytest_status != 0)); then
   echo "pytest: 0 passed, 1 failed (could not make the venv $venv from $requirements)" | tee -a "$log"
 else

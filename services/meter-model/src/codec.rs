@@ -1,20 +1,35 @@
 //! Avro single-object encoding (spec 1.x: `C3 01` + 8-byte little-endian
 //! CRC-64-AVRO fingerprint of the writer schema + binary datum).
 //!
+//! The fingerprint is the specification's: CRC-64-AVRO of the schema's
+//! Parsing Canonical Form, computed by [`crate::fingerprint`] from the `.avsc`
+//! text, so consumers in other languages (Java's `BinaryMessageDecoder`,
+//! fastavro, Flink, Spark) find the writer schema by it.
+//!
 //! Decoding looks the fingerprint up among the current schemas and every
 //! older version kept in `schemas/history/`, then resolves the datum to the
 //! current schema, so consumers read messages written by older producers.
+//!
+//! **Migration rule (legacy fingerprints).** Until this change, writers put
+//! apache-avro 0.21's fingerprint in the header
+//! ([`crate::fingerprint::legacy_fingerprint`]), which differs from the
+//! specification's for every schema with a logical type. Writers now only put
+//! the specification's fingerprint; readers accept both, for every known
+//! schema version (current and history): a message with the legacy
+//! fingerprint of a schema decodes exactly as one with its specification
+//! fingerprint. Keep accepting legacy fingerprints as long as topics or
+//! replay files may hold messages written before the change.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use apache_avro::headers::{HeaderBuilder, RabinFingerprintHeader};
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use chrono::{DateTime, Utc};
 
 use crate::avro_value::{self as av, Fields};
 use crate::events::*;
+use crate::fingerprint;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -64,11 +79,16 @@ const HISTORY: [(&str, &str); 4] = [
 struct KnownSchema {
     record: &'static str,
     schema: Schema,
+    /// The current version of `record` (no resolution needed).
+    current: bool,
 }
 
 struct Registry {
+    /// Current schema of each record and the header writers put before its datums.
     current: HashMap<&'static str, (Schema, Vec<u8>)>,
-    by_header: HashMap<Vec<u8>, KnownSchema>,
+    /// Every fingerprint readers accept: the specification's and the legacy
+    /// one of every known schema version (see the migration rule above).
+    by_fingerprint: HashMap<[u8; 8], KnownSchema>,
 }
 
 fn registry() -> &'static Registry {
@@ -78,20 +98,27 @@ fn registry() -> &'static Registry {
         // an error, not a reservation of gigabytes.
         apache_avro::util::max_allocation_bytes(MAX_ALLOCATION_BYTES);
         let mut current = HashMap::new();
-        let mut by_header = HashMap::new();
+        let mut by_fingerprint = HashMap::new();
+        // History first, so that if a history version had the same canonical
+        // form as the current one (a test forbids it), the current one wins.
         for (is_current, (record, text)) in
-            CURRENT.iter().map(|s| (true, s)).chain(HISTORY.iter().map(|s| (false, s)))
+            HISTORY.iter().map(|s| (false, s)).chain(CURRENT.iter().map(|s| (true, s)))
         {
             // The schemas are compiled in and parsed by a unit test; a failure
             // here is a build defect, not an input error.
             let schema = Schema::parse_str(text).expect("embedded schema parses (see codec tests)");
-            let header = RabinFingerprintHeader::from_schema(&schema).build_header();
+            let spec = fingerprint::fingerprint(text).expect("embedded schema has a canonical form (see fingerprint tests)");
+            let legacy = fingerprint::legacy_fingerprint(&schema);
             if is_current {
-                current.insert(*record, (schema.clone(), header.clone()));
+                let mut header = vec![0xC3, 0x01];
+                header.extend_from_slice(&spec);
+                current.insert(*record, (schema.clone(), header));
             }
-            by_header.insert(header, KnownSchema { record, schema });
+            // The specification's fingerprint wins over another version's legacy one.
+            by_fingerprint.entry(legacy).or_insert(KnownSchema { record, schema: schema.clone(), current: is_current });
+            by_fingerprint.insert(spec, KnownSchema { record, schema, current: is_current });
         }
-        Registry { current, by_header }
+        Registry { current, by_fingerprint }
     })
 }
 
@@ -131,17 +158,17 @@ impl EventCodec {
             return Err(CodecError::BadMarker(bytes[0], bytes[1]));
         }
         let registry = registry();
-        let known = registry
-            .by_header
-            .get(&bytes[..10])
-            .ok_or_else(|| CodecError::UnknownFingerprint(hex::encode(&bytes[2..10])))?;
+        let mut fp = [0u8; 8];
+        fp.copy_from_slice(&bytes[2..10]);
+        let known =
+            registry.by_fingerprint.get(&fp).ok_or_else(|| CodecError::UnknownFingerprint(hex::encode(fp)))?;
         if known.record != T::RECORD {
             return Err(CodecError::WrongRecord { expected: T::RECORD.into(), found: known.record.into() });
         }
-        let (reader_schema, current_header) = &registry.current[T::RECORD];
+        let (reader_schema, _) = &registry.current[T::RECORD];
         let mut datum = &bytes[10..];
         // Resolution to the reader schema is only needed for older writers.
-        let resolve_to = (current_header.as_slice() != &bytes[..10]).then_some(reader_schema);
+        let resolve_to = (!known.current).then_some(reader_schema);
         let value = apache_avro::from_avro_datum(&known.schema, &mut datum, resolve_to)?;
         if !datum.is_empty() {
             return Err(CodecError::Shape(format!("{} trailing bytes after the datum", datum.len())));

@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod events;
+pub mod fingerprint;
 mod avro_value;
 
 pub use codec::{AvroRecord, CodecError, EventCodec};

@@ -182,15 +182,24 @@ fn current_ticket_time_schema_reads_version_1() {
         ("minutes_worked".into(), Value::Int(165)),
         ("start_time".into(), Value::TimestampMillis(t.timestamp_millis())),
     ]);
-    let mut bytes = apache_avro::headers::HeaderBuilder::build_header(
+    let datum = apache_avro::to_avro_datum(&v1, v1_record).unwrap();
+    // The header as a v1 producer wrote it (apache-avro's legacy fingerprint),
+    // and as one writes it now (the specification's fingerprint).
+    let legacy = apache_avro::headers::HeaderBuilder::build_header(
         &apache_avro::headers::RabinFingerprintHeader::from_schema(&v1),
     );
-    bytes.extend(apache_avro::to_avro_datum(&v1, v1_record).unwrap());
-    let decoded = EventCodec::decode::<TicketTime>(&bytes).unwrap();
-    assert_eq!(decoded.minutes_worked, 165);
-    assert_eq!(decoded.ticket_type, TicketType::Request);
-    assert_eq!(decoded.application, None);
-    assert_eq!(decoded.country, None);
+    let v1_text = schema_texts().find(|(r, _, current)| *r == TicketTime::RECORD && !current).unwrap().1;
+    let spec = meter_model::fingerprint::single_object_header(v1_text).unwrap().to_vec();
+    assert_ne!(legacy, spec);
+    for header in [legacy, spec] {
+        let mut bytes = header;
+        bytes.extend_from_slice(&datum);
+        let decoded = EventCodec::decode::<TicketTime>(&bytes).unwrap();
+        assert_eq!(decoded.minutes_worked, 165);
+        assert_eq!(decoded.ticket_type, TicketType::Request);
+        assert_eq!(decoded.application, None);
+        assert_eq!(decoded.country, None);
+    }
 }
 
 #[test]
