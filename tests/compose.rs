@@ -50,7 +50,8 @@ fn service<'a>(services: &'a BTreeMap<String, Value>, name: &str) -> &'a Value {
 }
 
 /// Compose interpolation with an empty environment: `${NAME:-default}` and
-/// `${NAME-default}` give the default, `${NAME}` and `$NAME` nothing, `$$` a `$`.
+/// `${NAME-default}` give the default, `${NAME}`, `$NAME` and a required
+/// `${NAME:?message}` nothing, `$$` a `$`.
 fn interpolate(s: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
@@ -63,7 +64,9 @@ fn interpolate(s: &str) -> String {
         } else if let Some(r) = rest.strip_prefix('{') {
             let end = r.find('}').unwrap_or_else(|| panic!("unclosed ${{ in {s:?}"));
             let expr = &r[..end];
-            if let Some((_, default)) = expr.split_once(":-").or_else(|| expr.split_once('-')) {
+            if expr.contains('?') {
+                // Required: compose refuses to start without it.
+            } else if let Some((_, default)) = expr.split_once(":-").or_else(|| expr.split_once('-')) {
                 out.push_str(default);
             }
             rest = &r[end + 1..];
@@ -680,4 +683,65 @@ fn grafana_provisions_both_data_sources_and_the_dashboards_folder() {
         paths.iter().any(|p| p.trim_end_matches('/') == dashboards_dir.trim_end_matches('/')),
         "no dashboard provider reads {dashboards_dir}, where ./dashboards is mounted: {paths:?}"
     );
+}
+
+/// Every `${NAME...}` of a text with its default (`None`: no default).
+fn variables(text: &str) -> Vec<(String, Option<String>, bool)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("${") {
+        let r = &rest[i + 2..];
+        let end = r.find('}').unwrap_or(r.len());
+        let expr = &r[..end];
+        let name_end = expr.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(expr.len());
+        let (name, tail) = expr.split_at(name_end);
+        let required = tail.starts_with(":?") || tail.starts_with('?');
+        let default = tail.strip_prefix(":-").or_else(|| tail.strip_prefix('-')).map(str::to_string);
+        out.push((name.to_string(), default, required));
+        rest = &r[end.min(r.len())..];
+    }
+    out
+}
+
+#[test]
+fn no_secret_has_a_default_value_and_passwords_are_required() {
+    let text = std::fs::read_to_string(repo_root().join("docker-compose.yml")).expect("docker-compose.yml");
+    let vars = variables(&text);
+    let secret = |name: &str| ["PASSWORD", "SECRET", "TOKEN", "KEY"].iter().any(|k| name.contains(k));
+    for (name, default, required) in &vars {
+        if secret(name) {
+            assert!(default.is_none(), "{name} has the default {default:?}: generate it or require it");
+            assert!(*required, "{name} must be required (${{{name}:?message}}): compose then refuses to start without it");
+        }
+    }
+    for needed in ["CLICKHOUSE_PASSWORD", "GRAFANA_ADMIN_PASSWORD"] {
+        assert!(vars.iter().any(|(n, _, r)| n == needed && *r), "{needed} is required");
+    }
+    // No literal password either.
+    let services = services(&compose());
+    for (name, s) in &services {
+        for (key, value) in env_of(s) {
+            if secret(&key) {
+                assert!(value.is_empty(), "{name}: {key} has a literal or default value {value:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn published_ports_listen_on_loopback_by_default() {
+    let services = services(&compose());
+    let mut published = 0;
+    for (name, s) in &services {
+        for port in strings(&s["ports"]) {
+            published += 1;
+            let port = interpolate(&port);
+            let parts: Vec<&str> = port.split(':').collect();
+            assert!(
+                parts.len() == 3 && (parts[0] == "127.0.0.1" || parts[0] == "[::1]"),
+                "{name} publishes {port:?}: bind it to 127.0.0.1 (host:port:container), not 0.0.0.0"
+            );
+        }
+    }
+    assert!(published >= 2, "Prometheus and Grafana are published (on loopback)");
 }

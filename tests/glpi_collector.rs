@@ -408,6 +408,8 @@ async fn glpi_tasks_become_ticket_time_exactly_once_across_a_failed_run() {
     assert_eq!(published, 6);
     assert_eq!(metrics.rejected.with_label_values(&["ticket-time", "unmapped_entity"]).get(), 1);
     assert_eq!(metrics.read.with_label_values(&["ticket-time"]).get(), 10, "tasks 1-10, task 5 skipped included");
+    // Nothing dropped without a trace: the zero-minute task is counted by its reason.
+    assert_eq!(metrics.skipped.with_label_values(&["ticket-time", "no_time"]).get(), 1, "task 5 (0 minutes) is counted");
 
     // Run 2, GLPI healthy again: it resumes after page 3 and publishes tasks 11-14 only.
     glpi.lock().unwrap().failing_tickets.clear();

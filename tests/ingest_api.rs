@@ -38,16 +38,20 @@ const SINGLE: &str = "application/cloudevents+json";
 const BATCH: &str = "application/cloudevents-batch+json";
 
 fn api_config(max_body_bytes: usize, max_batch_events: usize) -> IngestApiConfig {
-    let access = |name: &str, token: &str, tenants: &[&str]| CollectorAccess {
+    let access = |name: &str, token: &str, tenants: &[&str], sources: &[&str]| CollectorAccess {
         name: name.into(),
         token: Some(token.into()),
         token_env: None,
         tenants: tenants.iter().map(|t| t.to_string()).collect(),
+        sources: sources.iter().map(|t| t.to_string()).collect(),
     };
     IngestApiConfig {
         max_body_bytes,
         max_batch_events,
-        collectors: vec![access("acme-glpi", ACME_TOKEN, &["acme"]), access("operations", OPS_TOKEN, &["*"])],
+        collectors: vec![
+            access("acme-glpi", ACME_TOKEN, &["acme"], &["glpi-main"]),
+            access("operations", OPS_TOKEN, &["*"], &["*"]),
+        ],
         ..IngestApiConfig::default()
     }
 }
@@ -213,8 +217,18 @@ async fn refused_requests_publish_nothing() {
     let mixed = json!([ticket("task-3", "acme", 60), ticket("task-4", "globex", 60), vm("vm-2", "acme")]);
     let (status, body) = api.post(Some(ACME_TOKEN), BATCH, mixed.to_string()).await;
     assert_eq!(status, 403, "{body}");
-    assert_eq!(body["forbidden"], json!([{ "index": 1, "id": "task-4", "tenant": "globex" }]));
+    // task-4 is another tenant's; vm-2 is acme's but under a source this token is not bound to.
+    assert_eq!(
+        body["forbidden"],
+        json!([{ "index": 1, "id": "task-4", "tenant": "globex" }, { "index": 2, "id": "vm-2", "source": "vmware" }])
+    );
     assert!(body["error"].as_str().unwrap_or_default().contains("nothing was published"), "{body}");
+    // The dedup key is (tenant, source, id): a token may not send under another collector's source.
+    let mut shadow = ticket("task-9", "acme", 60);
+    shadow["source"] = json!("glpi-other");
+    let (status, body) = api.post(Some(ACME_TOKEN), SINGLE, shadow.to_string()).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["forbidden"], json!([{ "index": 0, "id": "task-9", "source": "glpi-other" }]));
     assert_nothing_published(&env, "403");
 
     let (status, body) = api.post(Some(ACME_TOKEN), SINGLE, "{\"specversion\": \"1.0\", ".into()).await;
@@ -251,7 +265,7 @@ async fn refused_requests_publish_nothing() {
     let (status, _) = api.post(Some(ACME_TOKEN), BATCH, json!([ticket("task-ok", "acme", 60)]).to_string()).await;
     assert_eq!(status, 200);
     assert_eq!(ids_on(&env, EventKind::TicketTime), ["task-ok"]);
-    for (code, n) in [("401", 2), ("403", 2), ("400", 3), ("413", 2), ("415", 1), ("200", 1)] {
+    for (code, n) in [("401", 2), ("403", 3), ("400", 3), ("413", 2), ("415", 1), ("200", 1)] {
         assert_eq!(api.requests(code), n, "requests answered {code}");
     }
 }
@@ -269,7 +283,7 @@ async fn the_meter_ingest_api_command_serves_events_and_metrics() {
         &settings,
         format!(
             "listen = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n\n\
-             [[collectors]]\nname = \"acme-glpi\"\ntoken = \"{ACME_TOKEN}\"\ntenants = [\"acme\"]\n"
+             [[collectors]]\nname = \"acme-glpi\"\ntoken = \"{ACME_TOKEN}\"\ntenants = [\"acme\"]\nsources = [\"glpi-main\"]\n"
         ),
     )
     .expect("write settings");

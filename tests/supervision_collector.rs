@@ -23,8 +23,8 @@ use meter_tests::{repo_root, TestEnv};
 use serde_json::{json, Value};
 
 const SOURCE: &str = "icinga-test";
-const ACME_TOKEN: &str = "acme-token-123";
-const GLOBEX_TOKEN: &str = "globex-token-456";
+const ACME_TOKEN: &str = "acme-token-0000000123";
+const GLOBEX_TOKEN: &str = "globex-token-000000456";
 
 fn mapping() -> String {
     format!(
@@ -348,14 +348,21 @@ async fn icinga_and_nrdp_results_are_published_once_and_bad_ones_refused() {
     type Letter = (String, Option<String>, Option<i64>, Vec<u8>);
     let summary: Vec<Letter> =
         letters.iter().map(|d| (d.error_kind.clone(), d.source_file.clone(), d.source_line, d.original.clone())).collect();
+    assert_eq!(summary.len(), 3, "{summary:?}");
     assert_eq!(
-        summary,
+        summary[..2],
         vec![
             ("unknown_host".into(), Some("POST /v1/actions/process-check-result".into()), None, unknown_host.as_bytes().to_vec()),
             ("unknown_check".into(), Some("POST /v1/actions/process-check-result".into()), None, unknown_check.as_bytes().to_vec()),
-            ("unknown_host".into(), Some("POST /nrdp/".into()), Some(1), batch_body.as_bytes().to_vec()),
         ]
     );
+    // NRDP: the offending result alone, never the request (its token, the other results).
+    assert_eq!((summary[2].0.as_str(), summary[2].1.as_deref(), summary[2].2), ("unknown_host", Some("POST /nrdp/"), Some(1)));
+    let original: Value = serde_json::from_slice(&summary[2].3).expect("the result as JSON");
+    assert_eq!((original["host"].as_str(), original["service"].as_str()), (Some("nas9.acme.local"), Some("backup")));
+    let text = String::from_utf8_lossy(&summary[2].3);
+    assert!(!text.contains(ACME_TOKEN) && !text.contains("dc01.acme.local"), "{text}");
+    assert!(summary[2].3.len() < batch_body.len());
     for d in &letters {
         assert_eq!((d.component.as_str(), d.event_kind.as_deref()), ("collector-supervision", Some("check-result")));
     }
@@ -417,6 +424,16 @@ async fn missed_runs_are_published_once_by_the_cli() {
     // The backup ran on Monday 12 January at 07:30 Paris (06:30Z), before its 08:00 deadline.
     let done = r#"{"type":"Service","service":"dc01.acme.local!backup","exit_status":0,"plugin_output":"OK","execution_end":1768199400}"#;
     assert_eq!(client.icinga(Some(ACME_TOKEN), done).await.0, 200);
+    // Another tenant (any source may publish check results) reports an OK run of
+    // acme's check id on acme's host for the 13th: it must not hide acme's missed run.
+    let mut spoofed = run("dc01.acme.local!backup", BACKUP, "2026-01-13T06:30:00Z", CheckStatus::Ok, None, None, 0, "OK");
+    spoofed.header.tenant = "globex".into();
+    spoofed.header.subsidiary = "globex-fr".into();
+    spoofed.header.source = "globex-files".into();
+    spoofed.header.ingest_time = Utc::now();
+    let payload = EventCodec::encode_event(&Event::CheckResult(spoofed)).expect("encode");
+    let producer = meter_kafka::producer(&env.config.kafka).expect("producer");
+    meter_kafka::publish(&producer, &env.config.topics.check_result, "globex", &payload).await.expect("publish the spoofed run");
 
     // Wednesday 14 January 12:00Z, 72 h back: backup deadlines 12th (done),
     // 13th, 14th (missed); AD Monday 12th 10:00 Paris + 2 h (missed).
@@ -445,6 +462,82 @@ async fn missed_runs_are_published_once_by_the_cli() {
         assert!(Event::CheckResult(m.clone()).validate().is_ok());
     }
     assert!(dead_letters(&env).is_empty());
+}
+
+/// Sends raw bytes to the endpoint and reads the answer's status line, or
+/// `None` when nothing came back within `wait`.
+async fn raw_status(base: &str, request: &str, wait: std::time::Duration) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    socket.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(wait, socket.read(&mut answer)).await.ok()?.ok()?;
+    let text = String::from_utf8_lossy(&answer[..n]).to_string();
+    text.split_whitespace().nth(1).and_then(|code| code.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_authenticates_first_bounds_requests_and_keeps_tokens_out_of_urls_and_dead_letters() {
+    let env = TestEnv::new("supervision_limits").await;
+    let started = Utc::now();
+    let settings = format!("max_results_per_request = 2\nrequest_timeout_seconds = 3\nmax_concurrent_requests = 4\n{}", mapping());
+    let base = start_endpoint(&env, &settings).await;
+    let client = Client { http: reqwest::Client::new(), base: base.clone() };
+    let wait = std::time::Duration::from_secs(2);
+
+    // A bad token is answered from the header, before (and without) the announced 900 KB body.
+    for path in ["/v1/actions/process-check-result", "/nrdp/"] {
+        let request = format!("POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer not-a-token-at-all\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 900000\r\n\r\n");
+        assert_eq!(raw_status(&base, &request, wait).await, Some(401), "{path}");
+    }
+    // A known token with a body that never comes: 408 after request_timeout_seconds, not a hung task.
+    let request = format!("POST /v1/actions/process-check-result HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ACME_TOKEN}\r\nContent-Length: 1000\r\n\r\n{{");
+    assert_eq!(raw_status(&base, &request, std::time::Duration::from_secs(10)).await, Some(408));
+
+    // NRDP: a token in the query string is refused (URLs end up in proxy logs), even a good one.
+    let xml = "<checkresults><checkresult type='service'><hostname>dc01.acme.local</hostname><servicename>backup</servicename><state>0</state><output>OK</output><checktime>1768208400</checktime></checkresult></checkresults>";
+    let response = client
+        .http
+        .post(format!("{base}/nrdp/?token={ACME_TOKEN}"))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form_encode(&[("cmd", "submitcheck"), ("XMLDATA", xml)]))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 400);
+    assert!(response.text().await.expect("answer").contains("TOKEN IN URL"));
+    // The header works for NRDP too.
+    let response = client
+        .http
+        .post(format!("{base}/nrdp/"))
+        .bearer_auth(ACME_TOKEN)
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(form_encode(&[("cmd", "submitcheck"), ("XMLDATA", xml)]))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(response.status().as_u16(), 200);
+
+    // Over max_results_per_request: 413, nothing published, nothing dead-lettered.
+    let many: String = (0..3)
+        .map(|i| format!("<checkresult type='service'><hostname>unknown{i}.example</hostname><servicename>backup</servicename><state>0</state><output>OK</output></checkresult>"))
+        .collect();
+    let (status, answer) = client.nrdp(&form_encode(&[("token", ACME_TOKEN), ("cmd", "submitcheck"), ("XMLDATA", &format!("<checkresults>{many}</checkresults>"))])).await;
+    assert_eq!(status, 413, "{answer}");
+
+    // A host name with a newline is refused and dead-lettered alone: the letter is the result, without the token.
+    let forged = "<checkresults><checkresult type='service'><hostname>nas9\nINFO forged</hostname><servicename>backup</servicename><state>0</state><output>OK</output></checkresult></checkresults>";
+    let (status, _) = client.nrdp(&form_encode(&[("token", ACME_TOKEN), ("cmd", "submitcheck"), ("XMLDATA", forged)])).await;
+    assert_eq!(status, 422);
+
+    let results = check_results(&env, started);
+    assert_eq!(results.len(), 1, "only the header-authenticated NRDP result: {results:#?}");
+    let letters = dead_letters(&env);
+    assert_eq!(letters.len(), 1, "{letters:#?}");
+    assert!(!String::from_utf8_lossy(&letters[0].original).contains(ACME_TOKEN));
+    let original: Value = serde_json::from_slice(&letters[0].original).expect("the result as JSON");
+    assert_eq!(original["host"], "nas9\nINFO forged");
 }
 
 /// Writes to the test's stderr without the harness capturing it, so a skip is visible.

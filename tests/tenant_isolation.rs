@@ -23,6 +23,60 @@ async fn login(env: &TestEnv, user: &str, password: &str) -> clickhouse::Client 
     }
 }
 
+/// Runs `meter ARGS` with the test's config; its exit status and output, failure allowed.
+fn meter_may_fail(env: &TestEnv, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(meter_tests::meter_bin())
+        .arg("--config")
+        .arg(&env.config_path)
+        .args(args)
+        .current_dir(meter_tests::repo_root())
+        .output()
+        .expect("meter runs");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Where `meter tenants provision` writes users.d files for this test.
+fn users_d_dir(env: &TestEnv) -> std::path::PathBuf {
+    let dir = &env.config.clickhouse.users_d_dir;
+    if dir.is_absolute() {
+        dir.clone()
+    } else {
+        std::env::var_os("METER_CLICKHOUSE__USERS_D_DIR").map(Into::into).unwrap_or_else(|| meter_tests::repo_root().join(dir))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_cannot_take_over_another_by_a_colliding_id_nor_share_a_password() {
+    let env = TestEnv::new("tenant_collide").await;
+    env.meter(&["migrate"]);
+    // One --password for two tenants: refused before anything is created.
+    let (ok, out) = meter_may_fail(&env, &["tenants", "provision", "--tenant", "acme", "--tenant", "initech", "--password", "shared-pw"]);
+    assert!(!ok && out.contains("share it"), "{out}");
+    // Two colliding ids in one call: refused before anything is created.
+    let (ok, out) = meter_may_fail(&env, &["tenants", "provision", "--tenant", "acme-fr", "--tenant", "acme_fr"]);
+    assert!(!ok && out.contains("would share one database"), "{out}");
+    let db = &env.config.clickhouse.database;
+    let admin = sink_clickhouse::client(&env.config.clickhouse);
+    let exists: u8 = admin.query("SELECT count() > 0 FROM system.databases WHERE name = ?").bind(format!("{db}_tenant_acme_fr")).fetch_one().await.unwrap();
+    assert_eq!(exists, 0, "nothing was created");
+    // acme-fr provisioned; acme_fr later, alone: refused, acme-fr's user file untouched.
+    env.meter(&["tenants", "provision", "--tenant", "acme-fr", "--password", "acme-fr-password"]);
+    let file = users_d_dir(&env).join(format!("{db}_acme_fr.xml"));
+    let before = std::fs::read_to_string(&file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640, "users.d files are not world-readable");
+    }
+    let (ok, out) = meter_may_fail(&env, &["tenants", "provision", "--tenant", "acme_fr", "--password", "attacker-password"]);
+    assert!(!ok && out.contains("\"acme-fr\""), "{out}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before, "the first tenant's user is unchanged");
+    // acme-fr itself may provision again.
+    env.meter(&["tenants", "provision", "--tenant", "acme-fr", "--password", "acme-fr-password"]);
+    let _ = std::fs::remove_file(&file);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_user_reads_only_its_own_rows_by_any_view() {
     let env = TestEnv::new("tenants").await;
@@ -35,7 +89,8 @@ async fn a_tenant_user_reads_only_its_own_rows_by_any_view() {
     env.meter(&["aggregate", "--until-idle", "2"]);
     env.meter(&["sink", "clickhouse", "--until-idle", "2"]);
     env.meter(&["contracts", "load", meter_tests::repo_root().join("config/contracts.example.toml").to_str().unwrap()]);
-    let out = env.meter(&["tenants", "provision", "--tenant", "acme", "--tenant", "initech", "--password", "s3cret-test"]);
+    let out = env.meter(&["tenants", "provision", "--tenant", "acme", "--password", "s3cret-test"]);
+    env.meter(&["tenants", "provision", "--tenant", "initech", "--password", "initech-s3cret"]);
     let printed = String::from_utf8_lossy(&out.stdout);
     let db = &env.config.clickhouse.database;
     let (acme_db, acme_user) = (format!("{db}_tenant_acme"), format!("{db}_acme"));

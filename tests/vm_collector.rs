@@ -144,7 +144,9 @@ async fn scrapes_publish_time_weighted_samples_and_csv_rows_with_a_bad_one() {
     ];
     want.sort();
     assert_eq!(got, want);
-    assert_eq!(metrics.rejected.with_label_values(&["vm-usage", "unmapped_vm"]).get(), 4);
+    // The unmapped VM's usage is dead-lettered with its interval (not dropped), once per
+    // scrape that covers time: 60 s, 60 s, 90 s (the retried instant covers none).
+    assert_eq!(metrics.rejected.with_label_values(&["vm-usage", "unmapped_vm"]).get(), 3);
 
     // CSV: two good rows and a bad one (line 3).
     let csv = env.dir.path().join("vms.csv");
@@ -178,6 +180,18 @@ async fn scrapes_publish_time_weighted_samples_and_csv_rows_with_a_bad_one() {
         .into_iter()
         .map(|(_, payload, _)| EventCodec::decode(&payload).expect("dead letter decodes"))
         .collect();
+    let (scraped, letters): (Vec<DeadLetter>, Vec<DeadLetter>) = letters.into_iter().partition(|d| d.component == "collector-vm");
+    let mut intervals: Vec<i64> = scraped
+        .iter()
+        .map(|d| {
+            assert_eq!(d.error_kind, "unmapped_vm");
+            let o: serde_json::Value = serde_json::from_slice(&d.original).expect("JSON");
+            assert_eq!(o["vm_id"], "lab-x");
+            o["sample_interval_seconds"].as_i64().expect("interval")
+        })
+        .collect();
+    intervals.sort();
+    assert_eq!(intervals, [60, 60, 90], "every second of the unmapped VM is in a dead letter");
     assert_eq!(letters.len(), 1);
     let d = &letters[0];
     assert_eq!((d.component.as_str(), d.error_kind.as_str(), d.source_line), ("collector-vm-csv", "invalid_event", Some(3)));

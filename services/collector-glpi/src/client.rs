@@ -12,6 +12,10 @@ use serde_json::Value;
 
 use crate::{GlpiCollectorConfig, GlpiError};
 
+/// Largest GLPI answer read (a page of tasks, an item); a longer one is an
+/// error, never held whole.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+
 pub(crate) struct GlpiClient {
     http: reqwest::Client,
     base: String,
@@ -137,7 +141,10 @@ impl GlpiClient {
             .get("Content-Range")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_content_range);
-        let body = response.bytes().await.map_err(|source| GlpiError::Http { url: shown.clone(), source })?.to_vec();
+        let body = collector_file::read_body_capped(response, MAX_RESPONSE_BYTES).await.map_err(|e| match e {
+            collector_file::CappedBodyError::Http(source) => GlpiError::Http { url: shown.clone(), source },
+            e => GlpiError::Protocol { url: shown.clone(), message: e.to_string() },
+        })?;
         Ok(Answer { url: shown, status, content_range, body })
     }
 

@@ -17,7 +17,7 @@
 //! | `application` | e.g. `Sage`; empty: from the mapping's `[applications]` or none |
 //! | `country` | ISO code; empty: the entity's |
 //! | `start_time` | when the work started: RFC 3339, or `YYYY-MM-DD HH:MM:SS` in the mapping's `csv.time_zone` |
-//! | `minutes_worked` | whole minutes (already rounded up); `0` rows are skipped |
+//! | `minutes_worked` | whole minutes (already rounded up); `0` rows are skipped, counted in `meter_collector_events_skipped_total{reason="no_time"}` |
 //! | `modified_at` | when the task was last written (the event time), same formats as `start_time` |
 //!
 //! Events get `event_id = csv-task-<ticket_id>-<task_id>` and
@@ -244,6 +244,7 @@ pub async fn publish_csv(
     };
     let events = std::mem::take(&mut import.events).into_iter().map(|(_, e)| Event::TicketTime(e)).collect();
     let published = import_target.publish(meter, producer, metrics, events, &import.rejections).await?;
+    metrics.skipped.with_label_values(&[EventKind::TicketTime.slug(), crate::SKIP_NO_TIME]).inc_by(import.skipped);
     tracing::info!(file = %file_name, rows = import.rows, published, skipped = import.skipped,
         rejected = import.rejections.len(), "CSV collected");
     Ok(CsvReport { rows: import.rows, published, skipped: import.skipped, rejections: import.rejections })

@@ -100,7 +100,7 @@ pub enum GlpiError {
 /// Settings of the GLPI collector: a TOML file of its own
 /// (`meter collect glpi --glpi-config FILE`; example with every key:
 /// `services/collector-glpi/glpi.example.toml`). Unknown keys are refused.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlpiCollectorConfig {
     /// Base URL of the REST API, up to `apirest.php`
@@ -137,6 +137,28 @@ pub struct GlpiCollectorConfig {
     /// Timeout of one HTTP request, in seconds. Default 30.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
+}
+
+/// `reason` of `meter_collector_events_skipped_total` for GLPI tasks (and
+/// CSV rows) with zero minutes: nothing to bill, so not dead-lettered.
+pub const SKIP_NO_TIME: &str = "no_time";
+
+/// `Debug` shows neither token.
+impl std::fmt::Debug for GlpiCollectorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |t: &str| if t.is_empty() { "" } else { "<redacted>" };
+        f.debug_struct("GlpiCollectorConfig")
+            .field("url", &self.url)
+            .field("app_token", &self.app_token.as_deref().map(hidden))
+            .field("user_token", &hidden(&self.user_token))
+            .field("source", &self.source)
+            .field("page_size", &self.page_size)
+            .field("state_file", &self.state_file)
+            .field("mapping_file", &self.mapping_file)
+            .field("server_time_zone", &self.server_time_zone)
+            .field("request_timeout_seconds", &self.request_timeout_seconds)
+            .finish()
+    }
 }
 
 fn default_source() -> String {
@@ -641,6 +663,8 @@ async fn run_pages(
         let handled = published + skipped + rejected;
         metrics.read.with_label_values(&[kind_label]).inc_by(handled);
         metrics.published.with_label_values(&[kind_label]).inc_by(published);
+        // Tasks without time bill nothing: not dead-lettered, counted.
+        metrics.skipped.with_label_values(&[kind_label, SKIP_NO_TIME]).inc_by(skipped);
 
         // The page is done: note it durably.
         let end = offset + count;
@@ -676,6 +700,15 @@ mod tests {
     use super::*;
 
     const EXAMPLE: &str = include_str!("../glpi.example.toml");
+
+    #[test]
+    fn debug_output_hides_the_tokens() {
+        let mut c = GlpiCollectorConfig::new("https://glpi.example.com/apirest.php", "user-token-secret-1");
+        c.app_token = Some("app-token-secret-2".into());
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("user-token-secret-1") && !shown.contains("app-token-secret-2"), "{shown}");
+        assert!(shown.contains("glpi.example.com") && shown.contains("<redacted>"), "{shown}");
+    }
 
     #[test]
     fn the_example_config_parses_and_omitted_keys_take_the_documented_defaults() {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{Duration, NaiveDate, NaiveTime, Weekday};
 use chrono_tz::Tz;
+use meter_auth::TokenTable;
 use meter_config::MeterConfig;
 use meter_model::CheckFrequency;
 use regex::Regex;
@@ -35,6 +36,17 @@ pub struct SupervisionConfig {
     /// Largest request body accepted, in bytes. Default 1048576.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
+    /// Most check results in one NRDP request; more get 413. Default 1000.
+    #[serde(default = "default_max_results_per_request")]
+    pub max_results_per_request: usize,
+    /// Longest time a request may take, reading its body included; slower
+    /// ones get 408. Default 30.
+    #[serde(default = "default_request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
+    /// Requests handled at once; the others wait for a slot (within the
+    /// timeout). Default 64.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
     /// Regular expression finding a ticket reference in plugin output; the
     /// first capture group is the reference.
     #[serde(default = "default_ticket_pattern")]
@@ -71,6 +83,15 @@ fn default_listen() -> String {
 fn default_max_body_bytes() -> usize {
     1024 * 1024
 }
+fn default_max_results_per_request() -> usize {
+    1000
+}
+fn default_request_timeout_seconds() -> u64 {
+    30
+}
+fn default_max_concurrent_requests() -> usize {
+    64
+}
 /// `ticket #12345`, `ticket: INC-42`, `[TICKET:12345]` (any case).
 pub fn default_ticket_pattern() -> String {
     r"(?i)(?:\bticket\s*(?:#|:|n°)\s*|\[ticket:\s*)([A-Za-z0-9][A-Za-z0-9_-]*)".into()
@@ -93,7 +114,7 @@ impl Default for MissedConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IcingaConfig {
     /// Base URL of the Icinga 2 API, without /v1 (e.g. "https://icinga.example.com:5665").
@@ -127,6 +148,36 @@ pub struct IcingaConfig {
     pub reconnect_max_seconds: u64,
 }
 
+/// What `Debug` shows of a secret.
+const REDACTED: &str = "<redacted>";
+
+impl std::fmt::Debug for IcingaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IcingaConfig")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &if self.password.is_empty() { "" } else { REDACTED })
+            .field("queue", &self.queue)
+            .field("filter", &self.filter)
+            .field("ca_file", &self.ca_file)
+            .field("verify_hostname", &self.verify_hostname)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("reconnect_max_seconds", &self.reconnect_max_seconds)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| REDACTED))
+            .field("token_env", &self.token_env)
+            .field("tenants", &self.tenants)
+            .finish()
+    }
+}
+
 fn default_icinga_user() -> String {
     "meter".into()
 }
@@ -140,7 +191,7 @@ fn default_reconnect_max() -> u64 {
     60
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Who uses it (for logs).
@@ -219,11 +270,11 @@ pub struct ScheduleEntry {
     pub check_name: Option<String>,
 }
 
-/// Who may write results for which tenants.
+/// Who may write results for which tenants (its secret is kept only as a
+/// digest, in [`meter_auth::TokenTable`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Token {
     pub name: String,
-    secret: String,
     /// `None`: every tenant.
     tenants: Option<BTreeSet<String>>,
 }
@@ -237,27 +288,20 @@ impl Token {
     }
 }
 
-/// Compares without stopping at the first differing byte.
-fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut diff = a.len() ^ b.len();
-    for i in 0..a.len().max(b.len()) {
-        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
-    }
-    diff == 0
-}
-
 /// The checked, resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub source: String,
     pub listen: String,
     pub max_body_bytes: usize,
+    pub max_results_per_request: usize,
+    pub request_timeout: std::time::Duration,
+    pub max_concurrent_requests: usize,
     pub missed: MissedConfig,
     pub icinga: Option<IcingaConfig>,
     pub schedule: Schedule,
     ticket: Regex,
-    tokens: Vec<Token>,
+    tokens: TokenTable<Token>,
     hosts: BTreeMap<String, HostTarget>,
     groups: Vec<(Regex, HostTarget)>,
     checks: BTreeMap<String, CheckMapping>,
@@ -307,8 +351,17 @@ impl Settings {
     /// Checks the values and resolves them; the message names the key.
     pub fn resolve(config: SupervisionConfig, meter: &MeterConfig) -> Result<Self, String> {
         non_empty("source", &config.source)?;
-        if config.max_body_bytes < 1024 {
-            return Err(format!("max_body_bytes must be at least 1024, got {}", config.max_body_bytes));
+        if !(1024..=64 * 1024 * 1024).contains(&config.max_body_bytes) {
+            return Err(format!("max_body_bytes must be between 1024 and 67108864, got {}", config.max_body_bytes));
+        }
+        if !(1..=100_000).contains(&config.max_results_per_request) {
+            return Err(format!("max_results_per_request must be between 1 and 100000, got {}", config.max_results_per_request));
+        }
+        if !(1..=3600).contains(&config.request_timeout_seconds) {
+            return Err(format!("request_timeout_seconds must be between 1 and 3600, got {}", config.request_timeout_seconds));
+        }
+        if !(1..=100_000).contains(&config.max_concurrent_requests) {
+            return Err(format!("max_concurrent_requests must be between 1 and 100000, got {}", config.max_concurrent_requests));
         }
         let ticket = Regex::new(&config.ticket_pattern).map_err(|e| format!("ticket_pattern: {e}"))?;
         if ticket.captures_len() < 2 {
@@ -331,7 +384,7 @@ impl Settings {
                 return Err("icinga.reconnect_max_seconds must be at least 1".into());
             }
         }
-        let mut tokens = Vec::new();
+        let mut tokens = TokenTable::new();
         for t in &config.tokens {
             let secret = match (&t.token, &t.token_env) {
                 (Some(s), None) => s.clone(),
@@ -339,14 +392,13 @@ impl Settings {
                     .map_err(|_| format!("tokens {:?}: environment variable {var} is not set", t.name))?,
                 _ => return Err(format!("tokens {:?}: give exactly one of token and token_env", t.name)),
             };
-            if secret.len() < 8 {
-                return Err(format!("tokens {:?}: the token must have at least 8 characters", t.name));
-            }
             if t.tenants.is_empty() {
                 return Err(format!("tokens {:?}: list the tenants it may write for (or \"*\")", t.name));
             }
             let tenants = if t.tenants.iter().any(|x| x == "*") { None } else { Some(t.tenants.iter().cloned().collect()) };
-            tokens.push(Token { name: t.name.clone(), secret, tenants });
+            tokens
+                .insert(&t.name, &secret, Token { name: t.name.clone(), tenants })
+                .map_err(|e| format!("tokens {:?}: {e}", t.name))?;
         }
         for (host, target) in &config.hosts {
             target_ok(&format!("hosts.{host:?}"), target)?;
@@ -373,6 +425,9 @@ impl Settings {
             source: config.source.clone(),
             listen: config.listen.clone(),
             max_body_bytes: config.max_body_bytes,
+            max_results_per_request: config.max_results_per_request,
+            request_timeout: std::time::Duration::from_secs(config.request_timeout_seconds),
+            max_concurrent_requests: config.max_concurrent_requests,
             missed: config.missed.clone(),
             icinga,
             schedule: Schedule { source: config.source.clone(), checks: Vec::new() },
@@ -468,16 +523,15 @@ impl Settings {
         self.checks.get(&format!("{host}!{key}")).or_else(|| self.checks.get(key))
     }
 
-    /// The token presented, if it is one of the configured ones.
+    /// The token presented, if it is one of the configured ones (digests
+    /// compared in constant time, every one of them: [`meter_auth`]).
     pub fn token(&self, presented: &str) -> Option<&Token> {
-        // Every token is compared, so the time taken does not tell which matched.
-        let mut found = None;
-        for t in &self.tokens {
-            if same_secret(&t.secret, presented) && found.is_none() {
-                found = Some(t);
-            }
-        }
-        found
+        self.tokens.find(presented)
+    }
+
+    /// The token of an `Authorization: Bearer TOKEN` header value.
+    pub fn bearer_token(&self, authorization: Option<&str>) -> Option<&Token> {
+        self.tokens.authorize(authorization)
     }
 
     /// The ticket reference in plugin output, if the pattern finds one.
@@ -505,7 +559,7 @@ mod tests {
     const BASE: &str = r#"
 [[tokens]]
 name = "acme"
-token = "acme-secret-1"
+token = "acme-secret-0000001"
 tenants = ["acme"]
 
 [hosts."dc01.acme.local"]
@@ -549,6 +603,7 @@ frequency = "DAILY"
     fn omitted_keys_take_the_documented_defaults() {
         let c: SupervisionConfig = toml::from_str("").unwrap();
         assert_eq!((c.source.as_str(), c.listen.as_str(), c.max_body_bytes), ("supervision", "127.0.0.1:9610", 1048576));
+        assert_eq!((c.max_results_per_request, c.request_timeout_seconds, c.max_concurrent_requests), (1000, 30, 64));
         assert_eq!(c.missed, MissedConfig { enabled: true, interval_seconds: 60, lookback_hours: 72 });
         let i: IcingaConfig = toml::from_str("url = \"https://127.0.0.1:5665\"").unwrap();
         assert_eq!((i.user.as_str(), i.queue.as_str(), i.verify_hostname, i.insecure_skip_verify), ("meter", "meter-supervision", true, false));
@@ -570,11 +625,24 @@ frequency = "DAILY"
     #[test]
     fn tokens_are_bound_to_their_tenants() {
         let s = resolve(BASE).unwrap();
-        let t = s.token("acme-secret-1").unwrap();
+        let t = s.token("acme-secret-0000001").unwrap();
         assert!(t.allows("acme") && !t.allows("globex"));
-        assert!(s.token("acme-secret-2").is_none());
+        assert!(s.token("acme-secret-0000002").is_none());
         assert!(s.token("").is_none());
-        assert!(same_secret("abc", "abc") && !same_secret("abc", "abcd") && !same_secret("abd", "abc"));
+        assert_eq!(s.bearer_token(Some("Bearer acme-secret-0000001")).map(|t| t.name.as_str()), Some("acme"));
+        assert!(s.bearer_token(Some("Basic acme-secret-0000001")).is_none());
+    }
+
+    #[test]
+    fn debug_output_hides_tokens_and_the_icinga_password() {
+        let text = format!("[icinga]\nurl = \"https://127.0.0.1:5665\"\npassword = \"icinga-api-password\"\n{BASE}");
+        let config: SupervisionConfig = toml::from_str(&text).unwrap();
+        let settings = Settings::resolve(config.clone(), &meter()).unwrap();
+        for shown in [format!("{config:?}"), format!("{settings:?}")] {
+            assert!(!shown.contains("acme-secret-0000001"), "{shown}");
+            assert!(!shown.contains("icinga-api-password"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
     }
 
     #[test]
@@ -619,9 +687,13 @@ frequency = "DAILY"
     #[test]
     fn bad_settings_are_refused_with_the_key() {
         assert!(toml::from_str::<SupervisionConfig>("sourc = \"x\"").is_err());
-        assert!(resolve(&BASE.replace("acme-secret-1", "short")).unwrap_err().contains("8 characters"));
+        // The rules of the ingest API (meter_auth): 16 characters at least, no spaces, never shared.
+        assert!(resolve(&BASE.replace("acme-secret-0000001", "acme-secret-1")).unwrap_err().contains("at least 16 characters"));
+        assert!(resolve(&BASE.replace("acme-secret-0000001", "acme secret 0000001")).unwrap_err().contains("spaces"));
+        let shared = format!("{BASE}\n[[tokens]]\nname = \"other\"\ntoken = \"acme-secret-0000001\"\ntenants = [\"globex\"]\n");
+        assert!(resolve(&shared).unwrap_err().contains("already given"));
         assert!(resolve(&BASE.replace("tenants = [\"acme\"]", "tenants = []")).unwrap_err().contains("tenants"));
-        assert!(resolve(&BASE.replace("token = \"acme-secret-1\"", "token_env = \"METER_TEST_UNSET_VAR_XYZ\""))
+        assert!(resolve(&BASE.replace("token = \"acme-secret-0000001\"", "token_env = \"METER_TEST_UNSET_VAR_XYZ\""))
             .unwrap_err()
             .contains("METER_TEST_UNSET_VAR_XYZ"));
         assert!(resolve(&BASE.replace("subsidiary = \"acme-fr\"", "subsidiary = \"\"")).unwrap_err().contains("subsidiary"));

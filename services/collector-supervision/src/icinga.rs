@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::config::IcingaConfig;
 use crate::http::{AppState, Location};
-use crate::results::{status_of, unix_seconds, whole, Incoming, StateCode};
+use crate::results::{loggable, status_of, unix_seconds, whole, Incoming, StateCode};
 use crate::perfdata::split_plugin_output;
 use crate::SupervisionError;
 
@@ -383,21 +383,106 @@ async fn session(state: &AppState, config: &IcingaConfig, report: &mut StreamRep
     report.connections += 1;
     tracing::info!(url = %config.url, queue = %config.queue, "following the Icinga event stream");
     let location = Location::new(format!("{url}?queue={}", config.queue));
-    let mut buffer: Vec<u8> = Vec::new();
+    let mut lines = LineBuffer::new(state.settings().max_body_bytes);
     while let Some(chunk) = response.chunk().await.map_err(|source| SupervisionError::Http { url: url.clone(), source })? {
-        buffer.extend_from_slice(&chunk);
-        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let line = line.strip_suffix(b"\n").unwrap_or(&line);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
+        for line in lines.push(&chunk) {
+            match line {
+                Line::Complete(line) => {
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    report.lines += 1;
+                    handle_line(state, line, &location, report).await?;
+                }
+                Line::TooLong { head, bytes } => {
+                    report.lines += 1;
+                    let error = format!("event stream line longer than {} bytes (max_body_bytes): {bytes} bytes dropped", lines.max);
+                    tracing::warn!(%error, "Icinga event stream line too long");
+                    state.publisher().dead_letter("line_too_long", &error, &head, &location, None).await?;
+                    report.dead_lettered += 1;
+                }
             }
-            report.lines += 1;
-            handle_line(state, line, &location, report).await?;
         }
     }
     Ok(())
+}
+
+/// A line of the event stream, or what is kept of one over the limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Line {
+    /// Without its `\n`.
+    Complete(Vec<u8>),
+    /// Its first bytes (at most 1 KiB, for the dead letter), and its length.
+    TooLong { head: Vec<u8>, bytes: usize },
+}
+
+/// Cuts a byte stream into lines: each byte is scanned once (the search for
+/// the newline resumes where it stopped), and no more than `max` bytes are
+/// held: a longer line is given as [`Line::TooLong`] and skipped to its end.
+#[derive(Debug)]
+pub struct LineBuffer {
+    max: usize,
+    buffer: Vec<u8>,
+    /// Bytes of `buffer` already searched for a newline.
+    scanned: usize,
+    /// In a line over the limit: its head and bytes so far.
+    discarding: Option<(Vec<u8>, usize)>,
+}
+
+const HEAD_BYTES: usize = 1024;
+
+impl LineBuffer {
+    pub fn new(max: usize) -> Self {
+        LineBuffer { max, buffer: Vec::new(), scanned: 0, discarding: None }
+    }
+
+    /// Bytes held, waiting for their newline.
+    pub fn held(&self) -> usize {
+        self.buffer.len()
+    }
+
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Line> {
+        let mut out = Vec::new();
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            if let Some((head, bytes)) = self.discarding.as_mut() {
+                match rest.iter().position(|b| *b == b'\n') {
+                    Some(end) => {
+                        *bytes += end;
+                        out.push(Line::TooLong { head: std::mem::take(head), bytes: *bytes });
+                        self.discarding = None;
+                        rest = &rest[end + 1..];
+                    }
+                    None => {
+                        *bytes += rest.len();
+                        rest = &[];
+                    }
+                }
+                continue;
+            }
+            let room = self.max.saturating_sub(self.buffer.len()).max(1);
+            let take = rest.len().min(room);
+            self.buffer.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            let mut start = 0;
+            while let Some(found) = self.buffer[self.scanned..].iter().position(|b| *b == b'\n') {
+                let end = self.scanned + found;
+                out.push(Line::Complete(self.buffer[start..end].to_vec()));
+                start = end + 1;
+                self.scanned = start;
+            }
+            self.buffer.drain(..start);
+            self.scanned = self.buffer.len();
+            if self.buffer.len() >= self.max {
+                let head = self.buffer[..self.buffer.len().min(HEAD_BYTES)].to_vec();
+                self.discarding = Some((head, self.buffer.len()));
+                self.buffer.clear();
+                self.scanned = 0;
+            }
+        }
+        out
+    }
 }
 
 async fn handle_line(state: &AppState, line: &[u8], location: &Location, report: &mut StreamReport) -> Result<(), SupervisionError> {
@@ -412,7 +497,7 @@ async fn handle_line(state: &AppState, line: &[u8], location: &Location, report:
     };
     let received = Utc::now();
     if let Err(e) = incoming.perfdata_items() {
-        tracing::debug!(object = %incoming.object_name(), error = %e, "performance data not readable");
+        tracing::debug!(object = %loggable(&incoming.object_name()), error = %loggable(&e.to_string()), "performance data not readable");
     }
     match crate::results::to_event(state.settings(), &incoming, received) {
         Ok(event) => {
@@ -420,8 +505,12 @@ async fn handle_line(state: &AppState, line: &[u8], location: &Location, report:
             report.published += 1;
         }
         Err(e @ (crate::results::Unmapped::UnknownHost { .. } | crate::results::Unmapped::UnknownCheck { .. })) => {
+            // Not dead-lettered (a supervision server watches more than is
+            // billed: that would be most of the stream), but counted.
             report.unmapped += 1;
-            tracing::debug!(object = %incoming.object_name(), reason = e.reason(), "not in the mapping; skipped");
+            let kind = meter_model::EventKind::CheckResult.slug();
+            state.publisher().metrics().skipped.with_label_values(&[kind, e.reason()]).inc();
+            tracing::debug!(object = %loggable(&incoming.object_name()), reason = e.reason(), "not in the mapping; skipped (counted)");
         }
         Err(e) => {
             state.publisher().dead_letter(e.reason(), &e.to_string(), line, location, None).await?;
@@ -435,6 +524,31 @@ async fn handle_line(state: &AppState, line: &[u8], location: &Location, report:
 mod tests {
     use super::*;
     use meter_model::CheckStatus;
+
+    #[test]
+    fn stream_lines_are_cut_across_chunks_and_the_buffer_is_capped() {
+        let mut b = LineBuffer::new(64);
+        assert_eq!(b.push(b"{\"a\":1}\n{\"b\""), vec![Line::Complete(b"{\"a\":1}".to_vec())]);
+        assert_eq!(b.push(b":2}\r\n\n"), vec![Line::Complete(b"{\"b\":2}\r".to_vec()), Line::Complete(Vec::new())]);
+        // A line that never ends: the buffer stays within the limit, the line is reported once, cut.
+        for _ in 0..1000 {
+            assert!(b.push(&[b'x'; 1000]).is_empty());
+            assert!(b.held() <= 64, "held {}", b.held());
+        }
+        let out = b.push(b"xx\n{\"c\":3}\n");
+        assert_eq!(out.len(), 2);
+        assert!(matches!(&out[0], Line::TooLong { head, bytes } if head.len() == 64 && *bytes == 1_000_002), "{out:?}");
+        assert_eq!(out[1], Line::Complete(b"{\"c\":3}".to_vec()));
+    }
+
+    #[test]
+    fn many_short_lines_in_one_chunk_are_cut_in_one_pass() {
+        let mut b = LineBuffer::new(1 << 20);
+        let chunk: Vec<u8> = b"{}\n".repeat(200_000);
+        let started = std::time::Instant::now();
+        assert_eq!(b.push(&chunk).len(), 200_000);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    }
 
     #[test]
     fn filters_name_the_host_and_service_in_either_order() {

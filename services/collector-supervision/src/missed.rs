@@ -27,7 +27,8 @@ pub struct RunLog {
     consumer: BaseConsumer,
     topic: String,
     source: String,
-    tracked: HashSet<(String, String)>,
+    /// (tenant, check id, host) of the scheduled checks.
+    tracked: HashSet<(String, String, String)>,
     /// Next offset to read, per partition.
     next: HashMap<i32, i64>,
     runs: HashSet<SeenRun>,
@@ -55,7 +56,7 @@ impl RunLog {
             consumer,
             topic: topic.to_string(),
             source: schedule.source.clone(),
-            tracked: schedule.checks.iter().map(|c| (c.check_id.clone(), c.host.clone())).collect(),
+            tracked: schedule.checks.iter().map(|c| (c.tenant.clone(), c.check_id.clone(), c.host.clone())).collect(),
             next: HashMap::new(),
             runs: HashSet::new(),
             published_missed: HashSet::new(),
@@ -128,7 +129,7 @@ impl RunLog {
             if c.header.source == self.source {
                 self.published_missed.insert(c.header.event_id.clone());
             }
-        } else if self.tracked.contains(&(c.check_id.clone(), c.target.clone())) {
+        } else if self.tracked.contains(&(c.header.tenant.clone(), c.check_id.clone(), c.target.clone())) {
             if let Some(run) = SeenRun::of(c) {
                 self.runs.insert(run);
             }

@@ -28,18 +28,28 @@ use crate::results::{status_of, unix_seconds, whole, Incoming, StateCode};
 /// The form of an NRDP request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NrdpForm {
+    /// The `token` field of the body.
     pub token: Option<String>,
+    /// A `token` was in the query string: refused (URLs end up in proxy and
+    /// access logs), never used.
+    pub token_in_query: bool,
     pub cmd: Option<String>,
     pub xml: Option<String>,
     pub json: Option<String>,
 }
 
 /// Reads the form fields of an `application/x-www-form-urlencoded` body
-/// (and of the query string, for clients that put them there).
+/// (and of the query string, for clients that put them there, except the
+/// token: one there is noted in `token_in_query`, not used).
 pub fn parse_form(query: Option<&str>, body: &[u8]) -> NrdpForm {
     let mut form = NrdpForm::default();
-    let pairs = form_urlencoded::parse(query.unwrap_or("").as_bytes()).chain(form_urlencoded::parse(body));
-    for (key, value) in pairs {
+    let query = form_urlencoded::parse(query.unwrap_or("").as_bytes()).map(|pair| (true, pair));
+    let pairs = query.chain(form_urlencoded::parse(body).map(|pair| (false, pair)));
+    for (in_query, (key, value)) in pairs {
+        if in_query && key == "token" {
+            form.token_in_query = true;
+            continue;
+        }
         let slot = match key.as_ref() {
             "token" => &mut form.token,
             "cmd" => &mut form.cmd,
@@ -310,7 +320,9 @@ mod tests {
         assert_eq!(f.xml.as_deref(), Some("<checkresults/>"));
         assert_eq!(f.json, None);
         let f = parse_form(Some("token=t1&cmd=submitcheck"), b"JSONDATA=%7B%7D");
-        assert_eq!((f.token.as_deref(), f.json.as_deref()), (Some("t1"), Some("{}")));
+        assert_eq!((f.token.as_deref(), f.cmd.as_deref(), f.json.as_deref()), (None, Some("submitcheck"), Some("{}")));
+        assert!(f.token_in_query, "a token in the URL is noted, never used");
+        assert!(!parse_form(None, body).token_in_query);
     }
 
     #[test]

@@ -91,6 +91,25 @@ impl Incoming {
         }
     }
 
+    /// The result alone as JSON: what a dead letter of it carries (never the
+    /// rest of its request, which may hold the sender's token).
+    pub fn to_json(&self) -> Vec<u8> {
+        let time = |t: &Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        serde_json::json!({
+            "host": self.host,
+            "service": self.service,
+            "status": self.status,
+            "output": self.output,
+            "perfdata": self.perfdata,
+            "check_source": self.check_source,
+            "execution_start": time(&self.execution_start),
+            "execution_end": time(&self.execution_end),
+            "ticket": self.ticket,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
     /// When the check ran: its end, else its start, else `received`.
     pub fn executed(&self, received: DateTime<Utc>) -> DateTime<Utc> {
         to_millis(self.execution_end.or(self.execution_start).unwrap_or(received))
@@ -104,6 +123,12 @@ impl Incoming {
         }
         Ok(all)
     }
+}
+
+/// A name from the network (host, service) as it may be logged: control
+/// characters escaped, so a newline cannot forge a log line.
+pub fn loggable(text: &str) -> String {
+    text.escape_debug().to_string()
 }
 
 /// A hex digest of length-prefixed parts (so ("ab","c") and ("a","bc") differ).
@@ -324,6 +349,15 @@ time_zone = "Europe/Paris"
         host.service = None;
         let e = to_event(&s, &host, utc("2026-01-12T06:01:00Z")).unwrap();
         assert_eq!((e.check_id.as_str(), e.scheduled_time), ("acme-ping", None));
+    }
+
+    #[test]
+    fn names_are_logged_escaped_and_dead_letters_carry_the_result_alone() {
+        assert_eq!(loggable("dc01\nINFO forged line"), "dc01\\nINFO forged line");
+        assert!(!loggable("a\r\nb\u{1b}[31m").chars().any(char::is_control));
+        let json: serde_json::Value = serde_json::from_slice(&incoming().to_json()).unwrap();
+        assert_eq!((json["host"].as_str(), json["service"].as_str(), json["status"].as_str()), (Some("dc01.acme.local"), Some("backup"), Some("KO")));
+        assert_eq!(json["execution_end"], "2026-01-12T06:00:03.250Z");
     }
 
     #[test]

@@ -204,9 +204,13 @@ impl Schedule {
     }
 }
 
-/// A run of a check, as far as the schedule cares.
+/// A run of a check, as far as the schedule cares. The tenant is part of
+/// it: a run reported for another tenant's check id and host (any source
+/// may publish check results) never stands for this tenant's run.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SeenRun {
+    /// The tenant of the check result.
+    pub tenant: String,
     pub check_id: String,
     /// The host (`target` of the check result).
     pub target: String,
@@ -220,6 +224,7 @@ impl SeenRun {
             return None;
         }
         result.executed_time.map(|executed_time| SeenRun {
+            tenant: result.header.tenant.clone(),
             check_id: result.check_id.clone(),
             target: result.target.clone(),
             executed_time,
@@ -233,18 +238,19 @@ pub fn missed_event_id(source: &str, check_id: &str, host: &str, deadline: DateT
 }
 
 /// Every scheduled run with a deadline in `[from, to]` whose window closed
-/// (deadline + grace <= `to`) without a run in `runs_seen`, as `MISSED`
+/// (deadline + grace <= `to`) without a run in `runs_seen` of the same
+/// tenant, check id and host, as `MISSED`
 /// check results (ordered by deadline, check id, host; `ingest_time` is the
 /// Unix epoch, set when published). Deadlines before a check's `starts`
 /// day are not checked.
 pub fn missed_runs(schedule: &Schedule, runs_seen: &[SeenRun], from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<CheckResult> {
-    let mut runs: HashMap<(&str, &str), Vec<DateTime<Utc>>> = HashMap::new();
+    let mut runs: HashMap<(&str, &str, &str), Vec<DateTime<Utc>>> = HashMap::new();
     for r in runs_seen {
-        runs.entry((r.check_id.as_str(), r.target.as_str())).or_default().push(r.executed_time);
+        runs.entry((r.tenant.as_str(), r.check_id.as_str(), r.target.as_str())).or_default().push(r.executed_time);
     }
     let mut out = Vec::new();
     for check in &schedule.checks {
-        let seen = runs.get(&(check.check_id.as_str(), check.host.as_str()));
+        let seen = runs.get(&(check.tenant.as_str(), check.check_id.as_str(), check.host.as_str()));
         for deadline in check.deadlines(from, to) {
             if deadline + check.grace > to {
                 continue;
@@ -324,7 +330,7 @@ mod tests {
     }
 
     fn run(at: &str) -> SeenRun {
-        SeenRun { check_id: "acme-ad".into(), target: "dc01.acme.local".into(), executed_time: utc(at) }
+        SeenRun { tenant: "acme".into(), check_id: "acme-ad".into(), target: "dc01.acme.local".into(), executed_time: utc(at) }
     }
 
     #[test]
@@ -461,6 +467,19 @@ mod tests {
         let missed = missed_runs(&schedule, &[other_host, other_check], utc("2026-01-12T00:00:00Z"), utc("2026-01-13T12:00:00Z"));
         let deadlines: Vec<_> = missed.iter().map(|m| m.scheduled_time.unwrap()).collect();
         assert_eq!(deadlines, vec![utc("2026-01-13T07:00:00Z")], "the 12th is before starts");
+    }
+
+    #[test]
+    fn a_run_reported_for_another_tenant_does_not_hide_a_missed_run() {
+        // Tenant globex posts an OK result with acme's check id and host: acme's run is still missed.
+        let c = check(Due::Daily { time: t(8, 0) }, 0);
+        let schedule = Schedule { source: "s".into(), checks: vec![c] };
+        let spoofed = SeenRun { tenant: "globex".into(), ..run("2026-01-13T06:00:00Z") };
+        let missed = missed_runs(&schedule, &[spoofed], utc("2026-01-13T00:00:00Z"), utc("2026-01-13T12:00:00Z"));
+        assert_eq!(missed.len(), 1, "globex's run does not stand for acme's");
+        assert_eq!(missed[0].header.tenant, "acme");
+        let own = run("2026-01-13T06:00:00Z");
+        assert!(missed_runs(&schedule, &[own], utc("2026-01-13T00:00:00Z"), utc("2026-01-13T12:00:00Z")).is_empty());
     }
 
     #[test]

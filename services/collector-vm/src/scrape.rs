@@ -18,9 +18,9 @@ use chrono::{DateTime, Utc};
 use collector_file::CollectorMetrics;
 use futures::stream::{FuturesUnordered, StreamExt};
 use meter_config::MeterConfig;
-use meter_kafka::{event_key, event_topic, KafkaError};
+use meter_kafka::{event_key, event_topic, DeadLetters, KafkaError};
 use meter_model::codec::to_millis;
-use meter_model::{Event, EventCodec, EventHeader, EventKind, VmTransition, VmUsage};
+use meter_model::{DeadLetter, Event, EventCodec, EventHeader, EventKind, VmTransition, VmUsage};
 use rdkafka::producer::FutureProducer;
 
 use crate::config::{MetricNames, Settings};
@@ -211,7 +211,7 @@ fn commit(state: &ScrapeState, plan: &ScrapePlan, vms: &BTreeMap<String, VmObser
     }
     for vm in &plan.unmapped {
         if inner.warned.insert(vm.clone()) {
-            tracing::warn!(vm = %vm, "VM matches no rule of the VM mapping: its usage is not published");
+            tracing::warn!(vm = %vm.escape_debug(), "VM matches no rule of the VM mapping: its usage is dead-lettered, not published");
         }
     }
 }
@@ -240,11 +240,21 @@ impl fmt::Display for ScrapeReport {
     }
 }
 
+/// The dead-letter component of the scraper.
+pub const SCRAPE_COMPONENT: &str = "collector-vm";
+
+/// Largest metrics answer read; a longer one is an error, never held whole.
+pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+
 async fn fetch(settings: &Settings) -> Result<String, VmError> {
     let url = settings.config.url.clone();
     let response = settings.client.get(&url).send().await.map_err(|source| VmError::Http { url: url.clone(), source })?;
     let status = response.status();
-    let body = response.text().await.map_err(|source| VmError::Http { url: url.clone(), source })?;
+    let body = collector_file::read_body_capped(response, MAX_RESPONSE_BYTES).await.map_err(|e| match e {
+        collector_file::CappedBodyError::Http(source) => VmError::Http { url: url.clone(), source },
+        e => VmError::Status { url: url.clone(), status: status.as_u16(), body: e.to_string() },
+    })?;
+    let body = String::from_utf8_lossy(&body).into_owned();
     if !status.is_success() {
         let body: String = body.chars().take(500).collect();
         return Err(VmError::Status { url, status: status.as_u16(), body });
@@ -266,16 +276,56 @@ pub async fn scrape_once(
     let text = fetch(settings).await?;
     let vms = parse_exposition(&text, &settings.config.metrics)
         .map_err(|message| VmError::Exposition { url: settings.config.url.clone(), message })?;
-    let plan = plan_scrape(settings, state, &vms, now);
+    let mut plan = plan_scrape(settings, state, &vms, now);
     let kind = EventKind::VmUsage;
     let kind_label = kind.slug();
     let topic = event_topic(&meter.topics, kind).to_string();
+    let dead_letters = DeadLetters::with_producer(producer.clone(), meter.topics.dead_letters.clone());
+    let letter = |reason: &str, error: String, original: Vec<u8>| DeadLetter {
+        component: SCRAPE_COMPONENT.into(),
+        error_kind: reason.into(),
+        error,
+        original,
+        event_kind: Some(kind_label.into()),
+        source_file: Some(settings.config.url.clone()),
+        source_line: None,
+        source_topic: None,
+        source_partition: None,
+        source_offset: None,
+        failed_at: to_millis(Utc::now()),
+    };
+    // Nothing dropped without a trace: an unmapped VM's usage over the
+    // interval, and an invalid sample, are dead-lettered (replayable once
+    // the mapping is fixed); a VM with incomplete metrics is not marked seen
+    // (its next sample covers the time) and is counted.
+    let mut unmapped_letters = 0u64;
+    for vm in &plan.unmapped {
+        let interval = match state.last_seen(vm) {
+            Some(previous) => plan.now - previous,
+            None => settings.config.interval_seconds as i64,
+        };
+        if interval <= 0 {
+            continue;
+        }
+        let o = vms.get(vm).cloned().unwrap_or_default();
+        let original = serde_json::json!({
+            "vm_id": vm, "labels": o.labels, "state": o.state, "vcpu": o.vcpu, "memory_bytes": o.memory_bytes,
+            "storage_bytes": o.storage_bytes, "scraped_at": now.to_rfc3339(), "sample_interval_seconds": interval,
+        });
+        let error = format!("VM {vm:?} matches no rule of the VM mapping: {interval} s of its usage are not published");
+        dead_letters.send(&letter("unmapped_vm", error, original.to_string().into_bytes())).await?;
+        unmapped_letters += 1;
+    }
     let mut in_flight = FuturesUnordered::new();
+    let mut invalid = Vec::new();
     for sample in &plan.samples {
         let mut event = Event::VmUsage(sample.clone());
         if let Err(e) = event.validate() {
-            tracing::warn!(vm = %sample.vm_id, error = %e, "sample not published");
+            tracing::warn!(vm = %sample.vm_id.escape_debug(), error = %e, "sample not published: dead-lettered");
+            let original = serde_json::to_vec(sample).unwrap_or_default();
+            dead_letters.send(&letter("invalid_event", e.to_string(), original)).await?;
             metrics.rejected.with_label_values(&[kind_label, "invalid_event"]).inc();
+            invalid.push(sample.vm_id.clone());
             continue;
         }
         event.header_mut().ingest_time = to_millis(Utc::now());
@@ -289,14 +339,16 @@ pub async fn scrape_once(
         result?;
         published += 1;
     }
+    // An invalid sample's VM keeps its previous time: its next valid sample covers the interval.
+    plan.seen.retain(|vm| !invalid.contains(vm));
     commit(state, &plan, &vms);
     metrics.read.with_label_values(&[kind_label]).inc_by(vms.len() as u64);
     metrics.published.with_label_values(&[kind_label]).inc_by(published as u64);
-    metrics.rejected.with_label_values(&[kind_label, "unmapped_vm"]).inc_by(plan.unmapped.len() as u64);
-    metrics.rejected.with_label_values(&[kind_label, "incomplete_metrics"]).inc_by(plan.incomplete.len() as u64);
+    metrics.rejected.with_label_values(&[kind_label, "unmapped_vm"]).inc_by(unmapped_letters);
+    metrics.skipped.with_label_values(&[kind_label, "incomplete_metrics"]).inc_by(plan.incomplete.len() as u64);
     metrics.last_success.with_label_values(&[METRIC_SOURCE]).set(Utc::now().timestamp());
     for (vm, why) in &plan.incomplete {
-        tracing::warn!(vm = %vm, reason = %why, "VM sample skipped: incomplete metrics");
+        tracing::warn!(vm = %vm.escape_debug(), reason = %why.escape_debug(), "VM sample skipped: incomplete metrics (its next sample covers the time)");
     }
     Ok(ScrapeReport { vms: vms.len(), published, stopped: plan.stopped, unmapped: plan.unmapped, incomplete: plan.incomplete })
 }

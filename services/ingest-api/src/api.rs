@@ -11,6 +11,7 @@
 //! | body is JSON: one object, or an array for a batch | 400 (`reason: malformed_json`) |
 //! | batch at most `max_batch_events` events | 413 (`limit_events`) |
 //! | every event's tenant (`data.tenant`) is one the token may write for | 403 (`forbidden`: index, id, tenant) |
+//! | every event's `source` is one the token may send as (`sources`) | 403 (`forbidden`: index, id, source) |
 //! | every event is a valid CloudEvent of a known type with valid data | 400 (`rejected`: index, id, reason, error) |
 //! | the broker acknowledges every event | 503: retry the whole request |
 //!
@@ -89,6 +90,8 @@ struct Inner {
     tokens: Tokens,
     max_body_bytes: usize,
     max_batch_events: usize,
+    request_timeout: std::time::Duration,
+    max_concurrent_requests: usize,
     metrics: IngestMetrics,
 }
 
@@ -107,15 +110,26 @@ impl AppState {
                 tokens,
                 max_body_bytes: api.max_body_bytes,
                 max_batch_events: api.max_batch_events,
+                request_timeout: std::time::Duration::from_secs(api.request_timeout_seconds),
+                max_concurrent_requests: api.max_concurrent_requests,
                 metrics,
             }),
         })
     }
 }
 
-/// The API's routes: `POST /v1/events`, and `GET /healthz` (always 200).
+/// The API's routes: `POST /v1/events`, and `GET /healthz` (always 200),
+/// at most `max_concurrent_requests` at once (the others wait), each
+/// answered 408 when not done within `request_timeout_seconds` (a slow body
+/// included).
 pub fn router(state: AppState) -> Router {
-    Router::new().route("/v1/events", post(post_events)).route("/healthz", get(|| async { "ok" })).with_state(state)
+    let (timeout, concurrency) = (state.inner.request_timeout, state.inner.max_concurrent_requests);
+    Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(concurrency))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
 }
 
 fn json_response(status: StatusCode, body: Value) -> Response {
@@ -230,30 +244,33 @@ async fn handle(state: &Inner, headers: &HeaderMap, body: Body) -> Response {
             }),
         );
     }
-    // 6. Rights, then validity, of every event before anything is published.
+    // 6. Rights (tenant, then source), then validity, of every event before anything is published.
     let metrics = &state.metrics.collector;
-    let forbidden: Vec<Value> = raw_events
-        .iter()
-        .enumerate()
-        .filter_map(|(index, raw)| {
-            let tenant = cloudevents::claimed_tenant(raw)?;
-            (!access.tenants.allows(tenant))
-                .then(|| json!({ "index": index, "id": cloudevents::id_of(raw), "tenant": tenant }))
-        })
-        .collect();
-    if !forbidden.is_empty() {
-        for raw in &raw_events {
-            if cloudevents::claimed_tenant(raw).is_some_and(|t| !access.tenants.allows(t)) {
-                let kind = raw.get("type").and_then(Value::as_str).and_then(cloudevents::kind_of_type);
-                metrics.rejected.with_label_values(&[kind_label(kind), "forbidden_tenant"]).inc();
-            }
+    let refusal = |raw: &Value| -> Option<(&'static str, &'static str, String)> {
+        if let Some(tenant) = cloudevents::claimed_tenant(raw).filter(|t| !access.tenants.allows(t)) {
+            return Some(("tenant", "forbidden_tenant", tenant.to_string()));
         }
-        tracing::warn!(collector = %access.collector, events = raw_events.len(), forbidden = forbidden.len(), "request refused: tenant not allowed");
+        cloudevents::claimed_source(raw)
+            .filter(|s| !access.sources.allows(s))
+            .map(|source| ("source", "forbidden_source", source.to_string()))
+    };
+    let mut forbidden = Vec::new();
+    for (index, raw) in raw_events.iter().enumerate() {
+        if let Some((field, reason, value)) = refusal(raw) {
+            let kind = raw.get("type").and_then(Value::as_str).and_then(cloudevents::kind_of_type);
+            metrics.rejected.with_label_values(&[kind_label(kind), reason]).inc();
+            let mut entry = json!({ "index": index, "id": cloudevents::id_of(raw) });
+            entry[field] = Value::from(value);
+            forbidden.push(entry);
+        }
+    }
+    if !forbidden.is_empty() {
+        tracing::warn!(collector = %access.collector, events = raw_events.len(), forbidden = forbidden.len(), "request refused: tenant or source not allowed");
         return json_response(
             StatusCode::FORBIDDEN,
             json!({
                 "error": format!(
-                    "collector {:?} may not send events of {} of these tenants; nothing was published",
+                    "collector {:?} may not send events of {} of these tenants or sources; nothing was published",
                     access.collector,
                     if forbidden.len() == 1 { "one" } else { "some" }
                 ),
@@ -397,6 +414,7 @@ mod tests {
                 token: Some(TOKEN.into()),
                 token_env: None,
                 tenants: vec!["acme".into()],
+                sources: vec!["glpi-main".into()],
             }],
             ..IngestApiConfig::default()
         };
@@ -470,6 +488,14 @@ mod tests {
         assert_eq!(status, StatusCode::FORBIDDEN);
         assert_eq!(body["forbidden"], json!([{ "index": 1, "id": "t-2", "tenant": "globex" }]));
 
+        // A source the token is not bound to: 403, nothing published (dedup keys on the source).
+        let mut foreign = event("t-3", "acme", 30);
+        foreign["source"] = json!("icinga");
+        let batch = json!([event("t-1", "acme", 30), foreign]);
+        let (status, body) = send(&app, Some(TOKEN), cloudevents::BATCH, batch.to_string()).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["forbidden"], json!([{ "index": 1, "id": "t-3", "source": "icinga" }]));
+
         // Forbidden wins over invalid: the caller learns nothing of another tenant's validation.
         let batch = json!([event("t-1", "acme", -1), event("t-2", "globex", -1)]);
         assert_eq!(send(&app, Some(TOKEN), cloudevents::BATCH, batch.to_string()).await.0, StatusCode::FORBIDDEN);
@@ -492,14 +518,39 @@ mod tests {
         // Metrics: by status code, and the collector counters by kind and reason.
         assert_eq!(counter(&registry, "meter_ingest_requests_total", &[("status", "401")]), 2);
         assert_eq!(counter(&registry, "meter_ingest_requests_total", &[("status", "413")]), 2);
-        assert_eq!(counter(&registry, "meter_ingest_requests_total", &[("status", "403")]), 2);
+        assert_eq!(counter(&registry, "meter_ingest_requests_total", &[("status", "403")]), 3);
         assert_eq!(counter(&registry, "meter_ingest_requests_total", &[("status", "400")]), 4);
         assert_eq!(counter(&registry, "meter_ingest_requests_total", &[("status", "415")]), 1);
         let rejected = "meter_collector_events_rejected_total";
         assert_eq!(counter(&registry, rejected, &[("kind", "ticket-time"), ("reason", "forbidden_tenant")]), 2);
+        assert_eq!(counter(&registry, rejected, &[("kind", "ticket-time"), ("reason", "forbidden_source")]), 1);
         assert_eq!(counter(&registry, rejected, &[("kind", "ticket-time"), ("reason", "invalid_event")]), 1);
         assert_eq!(counter(&registry, rejected, &[("kind", "unknown"), ("reason", "malformed_cloudevent")]), 1);
         assert_eq!(counter(&registry, "meter_collector_events_published_total", &[]), 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_never_ends_is_answered_408_after_the_timeout() {
+        let mut config = MeterConfig::default();
+        config.kafka.brokers = "127.0.0.1:1".into();
+        let api = IngestApiConfig {
+            request_timeout_seconds: 1,
+            collectors: vec![CollectorAccess {
+                name: "acme-collector".into(),
+                token: Some(TOKEN.into()),
+                token_env: None,
+                tenants: vec!["acme".into()],
+                sources: vec!["*".into()],
+            }],
+            ..IngestApiConfig::default()
+        };
+        let metrics = IngestMetrics::register(&Registry::new()).unwrap();
+        let app = router(AppState::new(&config, &api, meter_kafka::producer(&config.kafka).unwrap(), metrics).unwrap());
+        let stalled = futures::stream::pending::<Result<Vec<u8>, std::io::Error>>();
+        let started = std::time::Instant::now();
+        let (status, _) = send(&app, Some(TOKEN), cloudevents::BATCH, Body::from_stream(stalled)).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[tokio::test]

@@ -85,6 +85,12 @@ pub fn claimed_tenant(value: &Value) -> Option<&str> {
     value.get("data").and_then(|d| d.get("tenant")).and_then(Value::as_str)
 }
 
+/// The `source` attribute, read before any validation: a token may only
+/// send as the sources it is bound to.
+pub fn claimed_source(value: &Value) -> Option<&str> {
+    value.get("source").and_then(Value::as_str)
+}
+
 fn required_string<'a>(object: &'a Map<String, Value>, name: &str, kind: Option<EventKind>) -> Result<&'a str, CeError> {
     match object.get(name) {
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),

@@ -4,18 +4,19 @@
 //! Kafka brokers and topic names come from the meter configuration
 //! (`meter --config`), like every other service.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 
+use meter_auth::TokenTable;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::IngestError;
 
-/// Tokens shorter than this are refused: a bearer token is a password.
-pub const MIN_TOKEN_CHARS: usize = 16;
+/// Tokens shorter than this are refused: a bearer token is a password
+/// (the rules are [`meter_auth`]'s, shared with the supervision collector).
+pub const MIN_TOKEN_CHARS: usize = meter_auth::MIN_TOKEN_CHARS;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,6 +33,14 @@ pub struct IngestApiConfig {
     /// Most events in one batch; longer batches get 413. Default 1000.
     #[serde(default = "default_max_batch_events")]
     pub max_batch_events: usize,
+    /// Longest time a request may take, reading its body included; slower
+    /// ones get 408. Default 30.
+    #[serde(default = "default_request_timeout_seconds")]
+    pub request_timeout_seconds: u64,
+    /// Requests handled at once; the others wait for a slot (within the
+    /// timeout). Default 64.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
     /// The collectors allowed to send, each with its bearer token and tenants.
     #[serde(default)]
     pub collectors: Vec<CollectorAccess>,
@@ -51,6 +60,10 @@ pub struct CollectorAccess {
     pub token_env: Option<String>,
     /// Tenants whose events it may send, or `["*"]` for any tenant.
     pub tenants: Vec<String>,
+    /// CloudEvent `source`s it may send events as, or `["*"]` for any.
+    /// Required: deduplication keys on (tenant, source, id), so a collector
+    /// free to pick the source could shadow another collector's events.
+    pub sources: Vec<String>,
 }
 
 impl fmt::Debug for CollectorAccess {
@@ -60,6 +73,7 @@ impl fmt::Debug for CollectorAccess {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_env", &self.token_env)
             .field("tenants", &self.tenants)
+            .field("sources", &self.sources)
             .finish()
     }
 }
@@ -76,6 +90,12 @@ fn default_max_body_bytes() -> usize {
 fn default_max_batch_events() -> usize {
     1000
 }
+fn default_request_timeout_seconds() -> u64 {
+    30
+}
+fn default_max_concurrent_requests() -> usize {
+    64
+}
 
 impl Default for IngestApiConfig {
     fn default() -> Self {
@@ -84,6 +104,8 @@ impl Default for IngestApiConfig {
             metrics_listen: default_metrics_listen(),
             max_body_bytes: default_max_body_bytes(),
             max_batch_events: default_max_batch_events(),
+            request_timeout_seconds: default_request_timeout_seconds(),
+            max_concurrent_requests: default_max_concurrent_requests(),
             collectors: Vec::new(),
         }
     }
@@ -114,10 +136,16 @@ impl IngestApiConfig {
         if !(1..=100_000).contains(&self.max_batch_events) {
             return Err(format!("max_batch_events must be between 1 and 100000, got {}", self.max_batch_events));
         }
+        if !(1..=3600).contains(&self.request_timeout_seconds) {
+            return Err(format!("request_timeout_seconds must be between 1 and 3600, got {}", self.request_timeout_seconds));
+        }
+        if !(1..=100_000).contains(&self.max_concurrent_requests) {
+            return Err(format!("max_concurrent_requests must be between 1 and 100000, got {}", self.max_concurrent_requests));
+        }
         if self.collectors.is_empty() {
             return Err("no [[collectors]]: every request would be refused; declare at least one".into());
         }
-        let mut by_hash = HashMap::new();
+        let mut table = TokenTable::new();
         let mut names = BTreeSet::new();
         for (i, c) in self.collectors.iter().enumerate() {
             let at = format!("collectors[{i}]");
@@ -133,23 +161,21 @@ impl IngestApiConfig {
                     .map_err(|_| format!("{at} ({}): environment variable {var} (token_env) is not set", c.name))?,
                 _ => return Err(format!("{at} ({}): set exactly one of token and token_env", c.name)),
             };
-            if token.chars().count() < MIN_TOKEN_CHARS || token.chars().any(|ch| ch.is_whitespace() || ch.is_control()) {
-                return Err(format!(
-                    "{at} ({}): the token must have at least {MIN_TOKEN_CHARS} characters and no spaces",
-                    c.name
-                ));
-            }
             let tenants = TenantRights::parse(&c.tenants).map_err(|e| format!("{at}.tenants ({}): {e}", c.name))?;
-            let access = Access { collector: c.name.clone(), tenants };
-            if by_hash.insert(token_hash(&token), access).is_some() {
-                return Err(format!("{at} ({}): the same token is given to two collectors", c.name));
-            }
+            let sources = TenantRights::parse(&c.sources).map_err(|e| format!("{at}.sources ({}): {e}", c.name))?;
+            let access = Access { collector: c.name.clone(), tenants, sources };
+            table.insert(&c.name, &token, access).map_err(|e| match e {
+                meter_auth::TokenError::Duplicate(other) => {
+                    format!("{at} ({}): the same token is given to two collectors ({other:?} has it too)", c.name)
+                }
+                e => format!("{at} ({}): {e}", c.name),
+            })?;
         }
-        Ok(Tokens { by_hash })
+        Ok(Tokens { table })
     }
 }
 
-/// The tenants a collector may write for.
+/// The tenants (or the sources) a collector may write for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantRights {
     Any,
@@ -159,13 +185,13 @@ pub enum TenantRights {
 impl TenantRights {
     pub fn parse(list: &[String]) -> Result<Self, String> {
         if list.is_empty() {
-            return Err("list at least one tenant, or \"*\" for any".into());
+            return Err("list at least one, or \"*\" for any".into());
         }
         if list.iter().any(|t| t == "*") {
             return if list.len() == 1 { Ok(TenantRights::Any) } else { Err("\"*\" must be alone".into()) };
         }
         if list.iter().any(|t| t.trim().is_empty()) {
-            return Err("a tenant must not be empty".into());
+            return Err("an entry must not be empty".into());
         }
         Ok(TenantRights::Only(list.iter().cloned().collect()))
     }
@@ -183,33 +209,22 @@ impl TenantRights {
 pub struct Access {
     pub collector: String,
     pub tenants: TenantRights,
+    /// The CloudEvent sources it may use.
+    pub sources: TenantRights,
 }
 
-/// Bearer tokens, kept as SHA-256 digests: a lookup never compares the
-/// secret itself byte by byte.
+/// Bearer tokens ([`meter_auth::TokenTable`]: SHA-256 digests compared in
+/// constant time).
 #[derive(Debug, Clone, Default)]
 pub struct Tokens {
-    by_hash: HashMap<[u8; 32], Access>,
-}
-
-fn token_hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
+    table: TokenTable<Access>,
 }
 
 impl Tokens {
     /// The access of the `Authorization` header's value, if it is
     /// `Bearer <known token>` (the scheme is case-insensitive).
     pub fn authorize(&self, authorization: Option<&str>) -> Option<&Access> {
-        let value = authorization?.trim();
-        let (scheme, token) = value.split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
-        }
-        let token = token.trim();
-        if token.is_empty() {
-            return None;
-        }
-        self.by_hash.get(&token_hash(token))
+        self.table.authorize(authorization)
     }
 }
 
@@ -223,6 +238,7 @@ mod tests {
             token: Some(token.into()),
             token_env: None,
             tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            sources: vec!["*".into()],
         }
     }
 
@@ -239,6 +255,7 @@ mod tests {
         assert_eq!(config.metrics_listen, "127.0.0.1:9603");
         assert_eq!(config.max_body_bytes, 1024 * 1024);
         assert_eq!(config.max_batch_events, 1000);
+        assert_eq!((config.request_timeout_seconds, config.max_concurrent_requests), (30, 64));
         let tokens = config.tokens().unwrap();
         let vmware = tokens.authorize(Some("Bearer a-token-from-the-environment-0001")).unwrap();
         assert_eq!(vmware.tenants, TenantRights::Any);
@@ -252,7 +269,7 @@ mod tests {
         let err = toml::from_str::<IngestApiConfig>("listne = \"127.0.0.1:1\"").unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
         let err = toml::from_str::<IngestApiConfig>(
-            "[[collectors]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\ntenant = [\"acme\"]\ntenants = [\"acme\"]",
+            "[[collectors]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\ntenant = [\"acme\"]\ntenants = [\"acme\"]\nsources = [\"*\"]",
         )
         .unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
@@ -295,6 +312,8 @@ mod tests {
             (config(vec![collector("a", "short", &["acme"])]), "at least 16"),
             (config(vec![collector("a", "0123456789abcdef", &[])]), "collectors[0].tenants"),
             (config(vec![collector("a", "0123456789abcdef", &["*", "acme"])]), "must be alone"),
+            (config(vec![collector("a", "0123456789abcde ", &["acme"])]), "spaces"),
+            (config(vec![CollectorAccess { sources: vec![], ..collector("a", "0123456789abcdef", &["acme"]) }]), "collectors[0].sources"),
             (
                 config(vec![collector("a", "0123456789abcdef", &["acme"]), collector("b", "0123456789abcdef", &["acme"])]),
                 "same token",
@@ -325,6 +344,22 @@ mod tests {
             let err = config.tokens().unwrap_err();
             assert!(err.contains(expected), "{err:?} should mention {expected:?}");
         }
+    }
+
+    #[test]
+    fn sources_are_required_and_bound_to_the_token() {
+        let err = toml::from_str::<IngestApiConfig>("[[collectors]]\nname = \"a\"\ntoken = \"0123456789abcdef\"\ntenants = [\"acme\"]")
+            .unwrap_err();
+        assert!(err.to_string().contains("sources"), "{err}");
+        let tokens = config(vec![CollectorAccess {
+            sources: vec!["glpi-main".into()],
+            ..collector("glpi", "glpi-token-0123456789", &["acme"])
+        }])
+        .tokens()
+        .unwrap();
+        let access = tokens.authorize(Some("Bearer glpi-token-0123456789")).unwrap();
+        assert!(access.sources.allows("glpi-main"));
+        assert!(!access.sources.allows("icinga"), "a token only sends as its own sources");
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub enum TenantsAction {
         /// Tenant id; repeat it, or omit it to provision every tenant in [tenants] of the config.
         #[arg(long)]
         tenant: Vec<String>,
-        /// Password of the tenant user (default: a random one, printed once).
+        /// Password of the tenant user, for one tenant only (default: a random one per tenant, printed once).
         #[arg(long, env = "METER_TENANT_PASSWORD")]
         password: Option<String>,
     },
@@ -94,11 +94,30 @@ pub async fn contracts(config: &MeterConfig, action: ContractsAction) -> Result<
     Ok(())
 }
 
+/// Refuses, before anything is created: one `--password` for several tenants
+/// (they would all share it), and two ids that map to the same database and
+/// user (`acme-fr`, `acme_fr`).
+fn check_provision_request(database: &str, tenants: &[String], password_given: bool) -> Result<()> {
+    let mut distinct = tenants.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    anyhow::ensure!(
+        !(password_given && distinct.len() > 1),
+        "--password was given for {} tenants: they would all share it; provision one tenant per --password, or omit it (a random password each)",
+        distinct.len()
+    );
+    if let Some((a, b)) = sink_clickhouse::tenants::colliding(database, &distinct)? {
+        anyhow::bail!("tenants {a:?} and {b:?} would share one database and user: refused (rename one)");
+    }
+    Ok(())
+}
+
 pub async fn tenants(config: &MeterConfig, action: TenantsAction) -> Result<()> {
     match action {
         TenantsAction::Provision { tenant, password } => {
             let tenants: Vec<String> = if tenant.is_empty() { config.tenants.keys().cloned().collect() } else { tenant };
             anyhow::ensure!(!tenants.is_empty(), "no tenant given: pass --tenant ID or list tenants under [tenants] in the config");
+            check_provision_request(&config.clickhouse.database, &tenants, password.is_some())?;
             let client = sink_clickhouse::client(&config.clickhouse);
             for t in tenants {
                 let (password, generated) = match &password {

@@ -346,7 +346,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     meter_telemetry::init_logging(&config.log);
     match cli.command {
         Command::Config { action: ConfigAction::Check } => {
-            print!("{}", toml::to_string_pretty(&config)?);
+            print!("{}", toml::to_string_pretty(&config.redacted())?);
         }
         Command::Migrate => migrate(&config).await?,
         Command::Collect { source: CollectSource::File { kind, progress, strict, backfill, requested_by, reason, files } } => {

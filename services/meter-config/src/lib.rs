@@ -58,7 +58,7 @@ impl Default for MeterConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap servers, comma separated.
@@ -106,7 +106,7 @@ pub enum ClickHouseCompression {
     Lz4,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseConfig {
     /// HTTP endpoint.
@@ -339,6 +339,7 @@ impl MeterConfig {
         );
         let config: MeterConfig = figment.extract()?;
         config.check()?;
+        check_database_name(&config.clickhouse.database)?;
         Ok(config)
     }
 
@@ -396,9 +397,117 @@ impl MeterConfig {
     }
 }
 
+/// What `Debug` and `meter config check` show instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Whether a librdkafka property holds a secret (`sasl.password`,
+/// `ssl.key.password`, `sasl.oauthbearer.client.secret`, `ssl.key.pem`, ...).
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "jaas", "token", "credential", "key.pem", "keystore", "private"].iter().any(|k| key.contains(k))
+}
+
+fn redacted_properties(properties: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    properties
+        .iter()
+        .map(|(k, v)| (k.clone(), if is_secret_property(k) { REDACTED.to_string() } else { v.clone() }))
+        .collect()
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("idempotence", &self.idempotence)
+            .field("properties", &redacted_properties(&self.properties))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &if self.password.is_empty() { "" } else { REDACTED })
+            .field("validation", &self.validation)
+            .field("compression", &self.compression)
+            .field("users_d_dir", &self.users_d_dir)
+            .finish()
+    }
+}
+
+impl MeterConfig {
+    /// The configuration with its secrets replaced by [`REDACTED`] (the
+    /// ClickHouse password, secret Kafka properties): what `meter config
+    /// check` prints.
+    pub fn redacted(&self) -> MeterConfig {
+        let mut c = self.clone();
+        if !c.clickhouse.password.is_empty() {
+            c.clickhouse.password = REDACTED.into();
+        }
+        c.kafka.properties = redacted_properties(&c.kafka.properties);
+        c
+    }
+}
+
+/// `clickhouse.database` goes into SQL statements, users.d XML and file
+/// names: like tenant ids, it must be a plain name (ASCII letters, digits,
+/// `_`, not starting with a digit, at most 64 characters).
+pub fn check_database_name(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "clickhouse.database {name:?} must be ASCII letters, digits and '_' (not starting with a digit, at most 64 characters)"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_redacted_from_debug_and_the_printed_config() {
+        let mut c = MeterConfig::default();
+        c.clickhouse.password = "ch-pass-123".into();
+        c.kafka.properties.insert("sasl.password".into(), "kafka-pass-456".into());
+        c.kafka.properties.insert("sasl.username".into(), "meter-collector".into());
+        c.kafka.properties.insert("ssl.key.password".into(), "key-pass-789".into());
+        let printed = toml::to_string_pretty(&c.redacted()).unwrap();
+        for shown in [format!("{c:?}"), format!("{:?}", c.clickhouse), format!("{:?}", c.kafka), printed.clone()] {
+            for secret in ["ch-pass-123", "kafka-pass-456", "key-pass-789"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(shown.contains(REDACTED), "{shown}");
+        }
+        for shown in [format!("{c:?}"), format!("{:?}", c.kafka), printed] {
+            assert!(shown.contains("meter-collector"), "what is not secret stays visible: {shown}");
+        }
+        assert_eq!(c.redacted().clickhouse.url, c.clickhouse.url);
+    }
+
+    #[test]
+    fn the_database_name_is_a_plain_identifier() {
+        for good in ["meter", "test_tenants_123_456", "_m2"] {
+            assert!(check_database_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "meter-prod", "meter; DROP DATABASE x", "m`x", "1meter", "meter.db", "../etc", "m</yandex>", &"m".repeat(65)] {
+            assert!(check_database_name(bad).is_err(), "{bad:?}");
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("METER_CLICKHOUSE__DATABASE", "meter; DROP TABLE x");
+            let err = MeterConfig::load(None).unwrap_err().to_string();
+            assert!(err.contains("clickhouse.database"), "{err}");
+            Ok(())
+        });
+    }
 
     #[test]
     fn shipped_example_file_equals_the_defaults_plus_its_tenants() {

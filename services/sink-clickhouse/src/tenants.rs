@@ -22,6 +22,27 @@ pub enum TenantError {
     Migration(#[from] MigrationError),
     #[error("cannot write {path}: {source} (check clickhouse.users_d_dir)")]
     Write { path: String, source: std::io::Error },
+    #[error("tenant {tenant:?} would use the database and user of tenant {owner:?} ({database}): refused (ids that differ only by '-' and '_' cannot both be provisioned)")]
+    Collision { tenant: String, owner: String, database: String },
+}
+
+/// The table of a tenant database naming the tenant it was provisioned for.
+const OWNER_TABLE: &str = "meter_tenant_owner";
+
+/// Two of `tenants` that would share a database and user (`acme-fr` and
+/// `acme_fr`), if any.
+pub fn colliding<'a>(database: &str, tenants: &'a [String]) -> Result<Option<(&'a str, &'a str)>, TenantError> {
+    let mut seen: std::collections::BTreeMap<String, &'a str> = std::collections::BTreeMap::new();
+    for t in tenants {
+        let db = tenant_database(database, t)?;
+        match seen.get(&db) {
+            Some(first) if *first != t.as_str() => return Ok(Some((*first, t.as_str()))),
+            _ => {
+                seen.insert(db, t);
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Shared tables copied per tenant (all have a `tenant` column).
@@ -65,6 +86,19 @@ pub async fn provision(
     let user = tenant_user(database, tenant)?;
     let tenant_literal = tenant.replace('\'', "");
     client.query(&format!("CREATE DATABASE IF NOT EXISTS {db}")).execute().await?;
+    // The database remembers its tenant: another id mapping to the same
+    // names (acme-fr, acme_fr) must not take it (nor its user) over.
+    client.query(&format!("CREATE TABLE IF NOT EXISTS {db}.{OWNER_TABLE} (tenant String) ENGINE = TinyLog")).execute().await?;
+    let owners: Vec<String> = client.query(&format!("SELECT tenant FROM {db}.{OWNER_TABLE}")).fetch_all().await?;
+    match owners.first() {
+        Some(owner) if owner != tenant => {
+            return Err(TenantError::Collision { tenant: tenant.to_string(), owner: owner.clone(), database: db });
+        }
+        Some(_) => {}
+        None => {
+            client.query(&format!("INSERT INTO {db}.{OWNER_TABLE} (tenant) VALUES ('{tenant_literal}')")).execute().await?;
+        }
+    }
     for m in MIGRATIONS.iter().filter(|m| TABLE_MIGRATIONS.contains(&m.version)) {
         for sql in statements(m.sql, &db) {
             client.query(&sql).execute().await.map_err(|source| MigrationError::Statement { name: format!("{db}: {}", m.name), source })?;
@@ -110,7 +144,7 @@ pub async fn provision(
             client.query(&sql).execute().await.map_err(|source| MigrationError::Statement { name: format!("{db}: {}", m.name), source })?;
         }
     }
-    write_user(users_d_dir, &user, password, &db)?;
+    write_user(users_d_dir, &user, password, &db, tenant)?;
     tracing::info!(%tenant, database = %db, %user, "tenant provisioned");
     Ok((db, user))
 }
@@ -123,12 +157,27 @@ pub fn user_xml(user: &str, password: &str, db: &str) -> String {
     )
 }
 
-fn write_user(dir: &Path, user: &str, password: &str, db: &str) -> Result<(), TenantError> {
+/// Mode of users.d files: the password hash is readable by the owner and
+/// the server's group only.
+pub const USER_FILE_MODE: u32 = 0o640;
+
+fn write_user(dir: &Path, user: &str, password: &str, db: &str, tenant: &str) -> Result<(), TenantError> {
     let path = dir.join(format!("{user}.xml"));
     let io = |source| TenantError::Write { path: path.display().to_string(), source };
     std::fs::create_dir_all(dir).map_err(io)?;
     let tmp = path.with_extension("xml.tmp");
-    std::fs::write(&tmp, user_xml(user, password, db)).map_err(io)?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, USER_FILE_MODE);
+    let mut file = options.open(&tmp).map_err(io)?;
+    // The umask may have taken bits off the mode: set it exactly.
+    #[cfg(unix)]
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(USER_FILE_MODE)).map_err(io)?;
+    let xml = user_xml(user, password, db).replace("-->\n<yandex>", &format!("-->\n<!-- tenant: {} -->\n<yandex>", tenant.replace("--", "")));
+    std::io::Write::write_all(&mut file, xml.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, &path).map_err(io)?;
     Ok(())
 }
@@ -143,6 +192,30 @@ mod tests {
         assert_eq!(tenant_user("meter", "acme").unwrap(), "meter_acme");
         assert!(tenant_database("meter", "acme'; DROP").is_err());
         assert!(tenant_user("meter", "").is_err());
+    }
+
+    #[test]
+    fn ids_that_differ_by_dash_and_underscore_collide() {
+        let ids = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(colliding("meter", &ids(&["acme", "acme-fr", "acme_fr"])).unwrap(), Some(("acme-fr", "acme_fr")));
+        assert_eq!(colliding("meter", &ids(&["acme", "acme-fr", "acme"])).unwrap(), None, "the same tenant twice is no collision");
+        assert!(colliding("meter", &ids(&["acme", "x'y"])).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_user_file_is_not_world_readable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        write_user(dir.path(), "meter_acme", "secret", "meter_tenant_acme", "acme").unwrap();
+        let mode = std::fs::metadata(dir.path().join("meter_acme.xml")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let text = std::fs::read_to_string(dir.path().join("meter_acme.xml")).unwrap();
+        assert!(text.contains("<!-- tenant: acme -->") && !text.contains("secret"), "{text}");
+        // Written again (a new password): still 0640.
+        write_user(dir.path(), "meter_acme", "other", "meter_tenant_acme", "acme").unwrap();
+        let mode = std::fs::metadata(dir.path().join("meter_acme.xml")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
     }
 
     #[test]
