@@ -284,7 +284,7 @@ async fn two_aggregators_share_the_work_and_one_dying_changes_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn until_idle_never_stops_while_a_dead_members_partitions_have_lag() {
     let _serial = serial();
-    let env = fault_env("idle-truth").await;
+    let env = fault_env("idletruth").await;
     env.meter(&["migrate"]);
     let (lines, expected) = scenario_lines(&env);
     // A member joins, takes partitions, and dies holding them (kill -9).

@@ -35,7 +35,10 @@ async fn day_totals(env: &TestEnv, metric: &str) -> BTreeMap<String, Decimal> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_files_rows_and_raw_bytes_are_dead_lettered_and_the_good_records_counted() {
-    let env = TestEnv::new("hostile").await;
+    let mut env = TestEnv::new("hostile").await;
+    // The hostile tenant's months close 5 days after their end, as by default.
+    env.config.tenants.insert("evil".into(), meter_config::TenantConfig { time_zone: "UTC".into(), period_grace_days: Some(5) });
+    env.save_config();
     env.meter(&["migrate"]);
 
     // JSON lines: the corpus, plus a 10 MB line and a 250,000-level category
@@ -103,6 +106,22 @@ async fn hostile_files_rows_and_raw_bytes_are_dead_lettered_and_the_good_records
         ("empty", Vec::new()),
         ("microseconds", EventCodec::encode_event(&micros).unwrap()),
     ];
+    // Valid Avro from another tenant on the same partition (same key): far
+    // in the future and very old. Neither moves time for initech.
+    let mut raw = raw;
+    let mut far = good.clone();
+    let mut old = good.clone();
+    for (e, id, at) in [(&mut far, "evil-future", "2099-06-01T00:00:00Z"), (&mut old, "evil-old", "2019-03-01T00:00:00Z")] {
+        if let Event::TicketTime(t) = e {
+            t.header.tenant = "evil".into();
+            t.header.event_id = id.into();
+            t.header.event_time = at.parse().unwrap();
+            t.start_time = t.header.event_time;
+            t.header.ingest_time = meter_model::codec::to_millis(chrono::Utc::now());
+        }
+    }
+    raw.push(("far future, valid Avro", EventCodec::encode_event(&far).unwrap()));
+    raw.push(("very old, valid Avro", EventCodec::encode_event(&old).unwrap()));
     for (i, (_, bytes)) in raw.iter().enumerate() {
         let record = FutureRecord::to(&env.config.topics.ticket_time).key("initech").payload(bytes);
         producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
@@ -145,7 +164,7 @@ async fn hostile_files_rows_and_raw_bytes_are_dead_lettered_and_the_good_records
         ("2026-01-12", 20),
         ("2026-01-13", 30),
         ("2026-01-14", 40),
-        ("2026-01-20", 7 + 6),
+        ("2026-01-20", 7 + 8),
     ]
     .into_iter()
     .map(|(d, m)| (d.to_string(), Decimal::from(m)))
@@ -155,4 +174,12 @@ async fn hostile_files_rows_and_raw_bytes_are_dead_lettered_and_the_good_records
     assert_eq!(vcpu.values().copied().sum::<Decimal>(), Decimal::from(4 * 2 + 2 * 4), "{vcpu:?}");
     let evil: u64 = env.clickhouse().query("SELECT count() FROM aggregates WHERE tenant = 'evil'").fetch_one().await.unwrap();
     assert_eq!(evil, 0);
+    // The very old one waits on the late topic (its month is closed by its own stamp).
+    let late: Vec<String> = env
+        .read_topic(&env.config.topics.late_events)
+        .iter()
+        .filter_map(|(_, p, _)| EventCodec::decode_event(EventKind::TicketTime, p).ok())
+        .map(|e| e.header().event_id.clone())
+        .collect();
+    assert_eq!(late, vec!["evil-old".to_string()]);
 }

@@ -246,6 +246,37 @@ async fn refused_requests_publish_nothing() {
     assert!(report[0]["error"].as_str().unwrap_or_default().contains("minutes_worked must be between 1 and 1440"), "{body}");
     assert!(body["error"].as_str().unwrap_or_default().contains("1 of 3 events are invalid"), "{body}");
 
+    // The hostile corpus's cases through this intake: each refused with its
+    // reason, nothing published.
+    let mut hostile = Vec::new();
+    for (i, (field, value)) in [
+        ("event_time", json!("+262142-12-31T12:00:00Z")),
+        ("event_time", json!("2099-01-01T00:00:00Z")),
+        ("event_time", json!("1999-12-31T23:00:00Z")),
+        ("requester", json!("r".repeat(5000))),
+        ("category_path", json!(vec!["x"; 40])),
+        ("minutes_worked", json!(99_999_999_999i64)),
+        ("version", json!(-1)),
+        ("tenant", json!("")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = ticket(&format!("h{i}"), "acme", 60);
+        e["data"][field] = value;
+        if field == "event_time" {
+            e["data"]["start_time"] = e["data"]["event_time"].clone();
+        }
+        hostile.push(e);
+    }
+    for e in hostile {
+        let (status, body) = api.post(Some(ACME_TOKEN), SINGLE, e.to_string()).await;
+        assert!(status == 400 || status == 403, "{status} {body} for {}", e["id"]);
+        let reason = body["rejected"][0]["reason"].as_str().or(body["reason"].as_str()).or(body["error"].as_str()).unwrap_or_default();
+        assert!(!reason.is_empty(), "{body}");
+    }
+    assert_nothing_published(&env, "hostile");
+
     let big = format!("[{}]", vec![one.as_str(); 20].join(","));
     assert!(big.len() > 8 * 1024);
     let (status, body) = api.post(Some(ACME_TOKEN), BATCH, big).await;

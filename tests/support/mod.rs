@@ -117,14 +117,7 @@ impl TestEnv {
 
     /// Runs `meter ARGS` with this test's config and waits for it.
     pub fn meter(&self, args: &[&str]) -> Output {
-        let output = Command::new(meter_bin())
-            .arg("--config")
-            .arg(&self.config_path)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .current_dir(repo_root())
-            .output()
-            .expect("meter runs");
+        let output = self.meter_status(args);
         if !output.status.success() {
             panic!(
                 "meter {args:?} failed ({}):\n{}\n{}",

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use aggregator::engine::{close_instant, month_end, month_of, parse_month};
 
+use crate::reprocess_cmd::days;
+
 #[derive(Subcommand)]
 pub enum PeriodsAction {
     /// Close a tenant's billing month (and every earlier one) now, before its
@@ -50,11 +52,6 @@ struct CloseRow {
     closed_at: u32,
     requested_by: String,
     reason: String,
-}
-
-fn days(d: NaiveDate) -> u16 {
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
-    u16::try_from((d - epoch).num_days()).unwrap_or(0)
 }
 
 fn date(days_since_epoch: u16) -> NaiveDate {

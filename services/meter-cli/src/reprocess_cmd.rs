@@ -47,7 +47,8 @@ struct LogRow {
     price_book_version: String,
 }
 
-fn days(d: NaiveDate) -> u16 {
+/// A date as ClickHouse's `Date`: days since 1970-01-01.
+pub fn days(d: NaiveDate) -> u16 {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
     u16::try_from((d - epoch).num_days()).unwrap_or(0)
 }
