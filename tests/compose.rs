@@ -401,7 +401,10 @@ fn the_deployment_has_its_services_with_the_right_images() {
         let env = env_of(s);
         assert_eq!(
             env.get("METER_KAFKA__BROKERS"),
-            kafka.get("KAFKA_ADVERTISED_LISTENERS").map(|l| l.trim_start_matches("PLAINTEXT://").to_string()).as_ref(),
+            kafka
+                .get("KAFKA_ADVERTISED_LISTENERS")
+                .and_then(|l| l.split(',').find_map(|l| l.trim().strip_prefix("CLIENT://")).map(str::to_string))
+                .as_ref(),
             "{name}: brokers must be Kafka's advertised listener"
         );
         assert_eq!(env.get("METER_CLICKHOUSE__URL").map(String::as_str), Some("http://clickhouse:8123"), "{name}");
@@ -744,4 +747,83 @@ fn published_ports_listen_on_loopback_by_default() {
         }
     }
     assert!(published >= 2, "Prometheus and Grafana are published (on loopback)");
+}
+
+/// The kafka-init script as lines.
+fn kafka_init_script(services: &BTreeMap<String, Value>) -> String {
+    let init = service(services, "kafka-init");
+    match &init["command"] {
+        Value::Sequence(items) => items.iter().map(scalar).collect::<Vec<_>>().join("\n"),
+        other => scalar(other),
+    }
+}
+
+#[test]
+fn kafka_authenticates_every_client_and_acls_limit_each_service_to_its_topics() {
+    let services = services(&compose());
+    let kafka = env_of(service(&services, "kafka"));
+    // Clients only on the SASL listener; the broker's own listeners on loopback.
+    let protocols: BTreeMap<&str, &str> =
+        kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(',').filter_map(|p| p.trim().split_once(':')).collect();
+    for listener in kafka["KAFKA_LISTENERS"].split(',') {
+        let (name, address) = listener.trim().split_once("://").expect("NAME://host:port");
+        if protocols[name] == "PLAINTEXT" {
+            assert!(address.starts_with("localhost:") || address.starts_with("127.0.0.1:"), "{name} is unauthenticated: loopback only");
+        } else {
+            assert_eq!(protocols[name], "SASL_PLAINTEXT", "{name}");
+        }
+    }
+    assert!(kafka["KAFKA_LISTENER_NAME_CLIENT_SASL_ENABLED_MECHANISMS"].contains("SCRAM-SHA-512"));
+    assert_eq!(kafka["KAFKA_AUTHORIZER_CLASS_NAME"], "org.apache.kafka.metadata.authorizer.StandardAuthorizer");
+    assert_eq!(kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"], "false", "nothing allowed without an ACL");
+
+    // Each meter service that talks to Kafka has its own SCRAM user and a
+    // required password.
+    let script = kafka_init_script(&services);
+    let mut users = BTreeMap::new();
+    for (name, kind) in [("meter-aggregator", "aggregator"), ("meter-sink-clickhouse", "sink"), ("meter-collector", "collector")] {
+        let env = env_of(service(&services, name));
+        assert_eq!(env.get("METER_KAFKA__SECURITY_PROTOCOL").map(String::as_str), Some("sasl_plaintext"), "{name}");
+        let user = env.get("METER_KAFKA__SASL_USERNAME").cloned().unwrap_or_else(|| panic!("{name}: no SASL user"));
+        assert!(env.get("METER_KAFKA__SASL_PASSWORD").is_some_and(String::is_empty), "{name}: the password is required from the environment");
+        assert!(script.contains(&format!("user {user} ")), "{name}: kafka-init creates no SCRAM user {user}");
+        users.insert(kind, user);
+    }
+    assert_eq!(users.values().collect::<BTreeSet<_>>().len(), 3, "one user per service: {users:?}");
+
+    // ACLs: user -> [(operations, resource)]
+    let mut acls: BTreeMap<String, Vec<(Vec<String>, String)>> = BTreeMap::new();
+    for line in script.lines().map(str::trim).filter(|l| l.starts_with("acl ")) {
+        let tokens: Vec<&str> = line.split_whitespace().collect();
+        let ops: Vec<String> = tokens.windows(2).filter(|w| w[0] == "--operation").map(|w| w[1].to_string()).collect();
+        let resource = tokens
+            .windows(2)
+            .find(|w| w[0] == "--topic" || w[0] == "--group")
+            .map(|w| format!("{} {}", w[0], w[1]))
+            .unwrap_or_else(|| "--cluster".into());
+        acls.entry(tokens[1].to_string()).or_default().push((ops, resource));
+    }
+    let can = |user: &str, op: &str, resource: &str| {
+        acls.get(user).is_some_and(|list| list.iter().any(|(ops, r)| ops.iter().any(|o| o == op) && (r == resource || (r.ends_with('.') && resource.starts_with(r.as_str())))))
+    };
+    let (collector, aggregator, sink) = (&users["collector"], &users["aggregator"], &users["sink"]);
+    // Collectors may only write event topics (and dead letters).
+    assert!(can(collector, "Write", "--topic meter.events.ticket-time"));
+    assert!(!acls[collector.as_str()].iter().any(|(ops, _)| ops.iter().any(|o| o == "Read")), "collectors read nothing");
+    assert!(!can(collector, "Write", "--topic meter.aggregates"), "collectors cannot forge aggregates");
+    // The aggregator reads events and writes aggregates (and its clock records).
+    assert!(can(aggregator, "Read", "--topic meter.events.vm-usage") && can(aggregator, "Write", "--topic meter.events.vm-usage"));
+    assert!(can(aggregator, "Write", "--topic meter.aggregates") && can(aggregator, "Read", "--group meter-aggregator"));
+    // The sink reads; the billing system may only read aggregates.
+    assert!(can(sink, "Read", "--topic meter.aggregates") && !can(sink, "Write", "--topic meter.aggregates"));
+    for (ops, resource) in &acls["billing"] {
+        assert!(ops.iter().all(|o| o == "Read" || o == "Describe"), "billing: {ops:?} on {resource}");
+        assert!(resource == "--topic meter.aggregates" || resource.starts_with("--group billing"), "billing reaches {resource}");
+    }
+    // Nobody but the admin gets administrative operations.
+    for (user, list) in &acls {
+        for (ops, resource) in list {
+            assert!(!ops.iter().any(|o| ["All", "Alter", "AlterConfigs", "Delete", "Create"].contains(&o.as_str())), "{user}: {ops:?} on {resource}");
+        }
+    }
 }

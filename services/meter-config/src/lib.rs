@@ -65,13 +65,55 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Enable the idempotent producer (no duplicates on producer retries).
     pub idempotence: bool,
-    /// Extra librdkafka properties passed as they are (e.g. security.protocol).
+    /// How clients authenticate: "plaintext" (no authentication, the local
+    /// stack), "sasl_plaintext" or "sasl_ssl" (SASL with `sasl_mechanism`).
+    pub security_protocol: KafkaSecurityProtocol,
+    /// SASL mechanism: SCRAM-SHA-512 (default), SCRAM-SHA-256 or PLAIN.
+    pub sasl_mechanism: String,
+    /// SASL user (a broker ACL principal `User:<name>`).
+    pub sasl_username: String,
+    /// SASL password: set it from the environment (METER_KAFKA__SASL_PASSWORD);
+    /// redacted in logs and `meter config check`.
+    pub sasl_password: String,
+    /// Extra librdkafka properties passed as they are (e.g. ssl.ca.location).
     pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaSecurityProtocol {
+    Plaintext,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl KafkaConfig {
+    /// The librdkafka properties of the authentication settings (none for
+    /// plaintext); `properties` may still override them.
+    pub fn security_properties(&self) -> Vec<(&'static str, String)> {
+        match self.security_protocol {
+            KafkaSecurityProtocol::Plaintext => Vec::new(),
+            protocol => vec![
+                ("security.protocol", if protocol == KafkaSecurityProtocol::SaslSsl { "sasl_ssl" } else { "sasl_plaintext" }.into()),
+                ("sasl.mechanism", self.sasl_mechanism.clone()),
+                ("sasl.username", self.sasl_username.clone()),
+                ("sasl.password", self.sasl_password.clone()),
+            ],
+        }
+    }
 }
 
 impl Default for KafkaConfig {
     fn default() -> Self {
-        KafkaConfig { brokers: "127.0.0.1:9092".into(), idempotence: true, properties: BTreeMap::new() }
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            idempotence: true,
+            security_protocol: KafkaSecurityProtocol::Plaintext,
+            sasl_mechanism: "SCRAM-SHA-512".into(),
+            sasl_username: String::new(),
+            sasl_password: String::new(),
+            properties: BTreeMap::new(),
+        }
     }
 }
 
@@ -419,6 +461,10 @@ impl std::fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("idempotence", &self.idempotence)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field("sasl_password", &if self.sasl_password.is_empty() { "" } else { REDACTED })
             .field("properties", &redacted_properties(&self.properties))
             .finish()
     }
@@ -446,6 +492,9 @@ impl MeterConfig {
         let mut c = self.clone();
         if !c.clickhouse.password.is_empty() {
             c.clickhouse.password = REDACTED.into();
+        }
+        if !c.kafka.sasl_password.is_empty() {
+            c.kafka.sasl_password = REDACTED.into();
         }
         c.kafka.properties = redacted_properties(&c.kafka.properties);
         c
@@ -480,9 +529,10 @@ mod tests {
         c.kafka.properties.insert("sasl.password".into(), "kafka-pass-456".into());
         c.kafka.properties.insert("sasl.username".into(), "meter-collector".into());
         c.kafka.properties.insert("ssl.key.password".into(), "key-pass-789".into());
+        c.kafka.sasl_password = "scram-pass-000".into();
         let printed = toml::to_string_pretty(&c.redacted()).unwrap();
         for shown in [format!("{c:?}"), format!("{:?}", c.clickhouse), format!("{:?}", c.kafka), printed.clone()] {
-            for secret in ["ch-pass-123", "kafka-pass-456", "key-pass-789"] {
+            for secret in ["ch-pass-123", "kafka-pass-456", "key-pass-789", "scram-pass-000"] {
                 assert!(!shown.contains(secret), "{secret} in {shown}");
             }
             assert!(shown.contains(REDACTED), "{shown}");
@@ -491,6 +541,24 @@ mod tests {
             assert!(shown.contains("meter-collector"), "what is not secret stays visible: {shown}");
         }
         assert_eq!(c.redacted().clickhouse.url, c.clickhouse.url);
+    }
+
+    #[test]
+    fn sasl_settings_come_from_the_environment_and_become_client_properties() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("METER_KAFKA__SECURITY_PROTOCOL", "sasl_plaintext");
+            jail.set_env("METER_KAFKA__SASL_USERNAME", "meter-aggregator");
+            jail.set_env("METER_KAFKA__SASL_PASSWORD", "from-the-env-0123456789");
+            let c = MeterConfig::load(None).map_err(|e| e.to_string())?;
+            let props: BTreeMap<&str, String> = c.kafka.security_properties().into_iter().collect();
+            assert_eq!(props["security.protocol"], "sasl_plaintext");
+            assert_eq!(props["sasl.mechanism"], "SCRAM-SHA-512");
+            assert_eq!(props["sasl.username"], "meter-aggregator");
+            assert_eq!(props["sasl.password"], "from-the-env-0123456789");
+            assert!(!format!("{:?}", c.kafka).contains("from-the-env"));
+            assert!(MeterConfig::default().kafka.security_properties().is_empty(), "the local stack is plaintext");
+            Ok(())
+        });
     }
 
     #[test]

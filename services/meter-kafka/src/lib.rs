@@ -25,6 +25,9 @@ pub enum KafkaError {
 fn base_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", &kafka.brokers);
+    for (key, value) in kafka.security_properties() {
+        config.set(key, value);
+    }
     config
 }
 
