@@ -55,7 +55,11 @@ async fn a_python_consumer_decodes_every_topic_with_only_the_schema_files() {
     env.meter(&["collect", "file", "--kind", "vm-usage", dir.join("vms.jsonl").to_str().unwrap()]);
     env.meter(&["aggregate", "--until-idle", "2"]);
 
-    // A ticket for a window closed long ago (late-events topic).
+    // A ticket for a billing month closed on request (late-events topic).
+    env.meter(&["migrate"]);
+    let tenant = input.tickets[0]["tenant"].as_str().unwrap().to_string();
+    let month = input.tickets[0]["event_time"].as_str().unwrap()[..7].to_string();
+    env.meter(&["periods", "close", "--tenant", &tenant, "--month", &month, "--requested-by", "test", "--reason", "closed for the late event"]);
     let mut late = input.tickets[0].clone();
     late["event_id"] = json!("late-ko");
     write_lines(&dir.join("late.jsonl"), &[late.to_string()]);
@@ -87,7 +91,8 @@ async fn a_python_consumer_decodes_every_topic_with_only_the_schema_files() {
 
     let mut total = 0;
     for topic in topics {
-        let ours = env.read_topic(topic);
+        // Every message, control records (the aggregator's clock on event topics) too.
+        let ours = meter_tests::read_all(&env.config, topic);
         let theirs = &decoded["topics"][topic.as_str()];
         let records = theirs["records"].as_array().unwrap();
         assert!(!ours.is_empty(), "{topic} is empty: the scenario must write to every topic");
@@ -118,11 +123,17 @@ async fn a_python_consumer_decodes_every_topic_with_only_the_schema_files() {
                     record["window_start"],
                 ),
                 _ if topic == &t.dead_letters => format!("{} line {}", record["error_kind"].as_str().unwrap(), record["source_line"]),
+                _ if record.get("action").is_some() => format!("control {} {}", record["action"].as_str().unwrap(), record["clock"]),
                 _ => format!("{} {}", record["event_id"].as_str().unwrap(), record["event_time"]),
             });
         }
-        for (_, payload, _) in &ours {
+        for (_, payload, headers) in &ours {
+            let control = headers.iter().any(|(k, _)| k == meter_model::CONTROL_HEADER);
             rust_ids.push(match topic {
+                _ if control => {
+                    let c: meter_model::PeriodControl = EventCodec::decode(payload).unwrap();
+                    format!("control {} {}", c.action.avro_symbol(), c.clock.timestamp_millis())
+                }
                 _ if topic == &t.aggregates => {
                     let a: Aggregate = EventCodec::decode(payload).unwrap();
                     format!(
@@ -163,7 +174,7 @@ async fn a_python_consumer_decodes_every_topic_with_only_the_schema_files() {
     let late = decoded["topics"][t.late_events.as_str()]["records"].as_array().unwrap();
     assert_eq!(late.len(), 1);
     assert_eq!(late[0]["record"]["event_id"], "late-ko");
-    assert_eq!(late[0]["headers"]["meter.reason"], "window_closed");
+    assert_eq!(late[0]["headers"]["meter.reason"], "period_closed");
     let aggregates = &decoded["topics"][t.aggregates.as_str()];
     assert_eq!(aggregates["by_schema"].as_object().unwrap().keys().collect::<Vec<_>>(), ["aggregate.avsc"]);
 }

@@ -265,9 +265,10 @@ fn expected(
             tenant: "acme".into(),
             subsidiary: subsidiary.into(),
             domain: domain.into(),
-            event_time: utc(modified),
+            // The work's date; date_mod is the version (an edit replaces it).
+            event_time: utc(start),
             ingest_time: DateTime::<Utc>::UNIX_EPOCH,
-            version: 0,
+            version: utc(modified).timestamp_millis(),
             deleted: false,
         },
         ticket_id: ticket.to_string(),
@@ -425,7 +426,9 @@ async fn glpi_tasks_become_ticket_time_exactly_once_across_a_failed_run() {
     assert_eq!(counts.keys().cloned().collect::<BTreeSet<_>>(), ids([1, 2, 3, 7, 8, 10, 11, 12, 13, 14]));
     assert!(counts.values().all(|n| *n == 1), "a task was published twice: {counts:?}");
     let summer = events.iter().find(|e| e.task_id == "14").unwrap();
-    assert_eq!((summer.start_time, summer.header.event_time), (utc("2026-07-01T08:00:00Z"), utc("2026-07-01T08:30:00Z")));
+    // Summer time: GLPI's local 10:00 is 08:00 UTC; date_mod (10:30) is the version.
+    assert_eq!((summer.start_time, summer.header.event_time), (utc("2026-07-01T08:00:00Z"), utc("2026-07-01T08:00:00Z")));
+    assert_eq!(summer.header.version, utc("2026-07-01T08:30:00Z").timestamp_millis());
     let minutes: BTreeMap<&str, i32> = events.iter().map(|e| (e.task_id.as_str(), e.minutes_worked)).collect();
     assert_eq!((minutes["11"], minutes["12"], minutes["13"]), (20, 45, 9));
     assert_eq!(events.iter().find(|e| e.task_id == "12").unwrap().header.domain, "workstation");
