@@ -307,8 +307,7 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                             };
                             metrics.applied.with_label_values(&[kind.slug(), label]).inc();
                             if let meter_model::Event::CheckResult(c) = &event {
-                                // Labels from configured tenants only: event data must not grow the series.
-                                let tenant = if settings.calendar.knows(&c.header.tenant) { c.header.tenant.as_str() } else { "other" };
+                                let tenant = tenant_label(&settings.calendar, &c.header.tenant);
                                 metrics.tenant_check_runs.with_label_values(&[tenant, c.status.avro_symbol()]).inc();
                             }
                         }
@@ -389,6 +388,16 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                 }
             }
         }
+    }
+}
+
+/// A tenant as a metric label: configured tenants by name, any other as
+/// "other", so that event data cannot grow the number of series.
+pub fn tenant_label<'a>(calendar: &meter_config::TenantCalendar, tenant: &'a str) -> &'a str {
+    if calendar.knows(tenant) {
+        tenant
+    } else {
+        "other"
     }
 }
 
@@ -723,4 +732,21 @@ async fn flush(
     }
     metrics.open_aggregates.set(partitions.values().map(|p| p.state.aggregates.len() as i64).sum());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_labels_are_bounded_by_the_configuration() {
+        let mut config = MeterConfig::default();
+        config.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "UTC".into(), period_grace_days: None });
+        let calendar = config.calendar();
+        assert_eq!(tenant_label(&calendar, "acme"), "acme");
+        let names: Vec<String> = (0..1000).map(|i| format!("tenant-{i}")).collect();
+        let labels: std::collections::BTreeSet<&str> = names.iter().map(|t| tenant_label(&calendar, t)).collect();
+        assert_eq!(labels.into_iter().collect::<Vec<_>>(), vec!["other"], "1000 unknown tenants, one series");
+        assert_eq!(tenant_label(&calendar, "made-up-by-an-event"), "other");
+    }
 }
