@@ -47,7 +47,7 @@ step "tests"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked --workspace -- --test-threads=2 2>&1 | tee "$log" || status=$?
+cargo test --locked --workspace --no-fail-fast -- --test-threads=2 2>&1 | tee "$log" || status=$?
 
 step "Python tests"
 pytest_status=$venv_status
