@@ -663,9 +663,10 @@ impl PartitionState {
             };
             let base = base.checked_add(c.base).ok_or(Refusal::Overflow)?;
             let cost = cost.checked_add(c.cost).ok_or(Refusal::Overflow)?;
-            let quantity = base.checked_div(qdiv).ok_or(Refusal::Overflow)?;
-            let money = cost.checked_div(div).ok_or(Refusal::Overflow)?;
-            if quantity.abs() >= limit || money.abs() >= limit {
+            // |base / qdiv| < limit, without a division on the hot path.
+            let base_limit = limit.checked_mul(qdiv).ok_or(Refusal::Overflow)?;
+            let cost_limit = limit.checked_mul(div).ok_or(Refusal::Overflow)?;
+            if base.abs() >= base_limit || cost.abs() >= cost_limit {
                 return Err(Refusal::Overflow);
             }
         }
