@@ -199,7 +199,7 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
     let store = CheckpointStore::new(&config.aggregator.state_dir)?;
     let watch = RebalanceWatch::default();
     let consumer: StreamConsumer<RebalanceWatch> =
-        meter_kafka::consumer_with_context(&config.kafka, &config.aggregator.group_id, watch.clone())?;
+        meter_kafka::consumer_with_context(&with_statistics(&config.kafka), &config.aggregator.group_id, watch.clone())?;
     let topics: Vec<&str> = EventKind::ALL.iter().map(|k| meter_kafka::event_topic(&config.topics, *k)).collect();
     consumer.subscribe(&topics)?;
     let producer = meter_kafka::producer(&config.kafka)?;
@@ -389,6 +389,14 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
             }
         }
     }
+}
+
+/// The aggregator's consumer reports partition end offsets every 5 s
+/// (librdkafka statistics): the lag gauge needs no request per partition.
+fn with_statistics(kafka: &meter_config::KafkaConfig) -> meter_config::KafkaConfig {
+    let mut kafka = kafka.clone();
+    kafka.properties.entry("statistics.interval.ms".into()).or_insert_with(|| "5000".into());
+    kafka
 }
 
 /// A tenant as a metric label: configured tenants by name, any other as

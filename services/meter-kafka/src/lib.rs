@@ -71,9 +71,7 @@ pub fn consumer_with_context<C: rdkafka::consumer::ConsumerContext + 'static>(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("partition.assignment.strategy", "range")
-        // Partition end offsets for lag gauges, without a request per partition.
-        .set("statistics.interval.ms", "5000");
+        .set("partition.assignment.strategy", "range");
     with_user_properties(config, kafka).create_with_context(context).map_err(KafkaError::Client)
 }
 

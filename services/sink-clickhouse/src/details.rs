@@ -14,8 +14,6 @@ pub enum Accounting {
     Counted,
     /// Set aside: its month was closed when it arrived.
     Late,
-    /// Refused by the aggregator (dead-lettered with its reason).
-    Refused,
     /// Counted by `meter reprocess` or `meter collect file --backfill`.
     Reprocessed,
 }
@@ -26,7 +24,6 @@ impl Accounting {
         match (self, deleted) {
             (_, true) => "deleted".into(),
             (Accounting::Late, false) => "late".into(),
-            (Accounting::Refused, false) => "refused".into(),
             (Accounting::Counted | Accounting::Reprocessed, false) => "counted".into(),
         }
     }
@@ -37,7 +34,7 @@ impl Accounting {
     fn version(self, event_version: i64) -> u64 {
         let class = match self {
             Accounting::Counted => 1,
-            Accounting::Late | Accounting::Refused => 2,
+            Accounting::Late => 2,
             Accounting::Reprocessed => 3,
         };
         (u64::try_from(event_version).unwrap_or(0).min(u64::MAX >> 3) << 2) | class

@@ -230,7 +230,6 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
         t.check_result.as_str(),
         t.vm_usage.as_str(),
         t.late_events.as_str(),
-        t.dead_letters.as_str(),
     ])?;
     let mut details = DetailBatch::default();
     let dead_letters = DeadLetters::new(config)?;
@@ -287,15 +286,6 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
                                 })
                                 .await?;
                         }
-                    }
-                } else if topic == config.topics.dead_letters {
-                    // An event the aggregator refused (a price it lacks, a tenant
-                    // over its limit...) is in no total: its row says so.
-                    if let Some(event) = EventCodec::decode::<DeadLetter>(payload).ok().filter(|l| l.component == "aggregator").and_then(|l| {
-                        let kind = l.source_topic.as_deref().and_then(|s| meter_kafka::kind_of_topic(&config.topics, s))?;
-                        EventCodec::decode_event(kind, &l.original).ok()
-                    }) {
-                        details.push(&event, calendar.zone(&event.header().tenant), Accounting::Refused);
                     }
                 } else {
                     // Raw events for drill-down. Undecodable or invalid ones are
