@@ -498,8 +498,8 @@ impl PartitionState {
             }
         }
         let result = match event {
-            Event::VmUsage(v) if v.transition != VmTransition::Sample => self.apply_transition(offset, at, v, month, is_resend, settings, book),
-            _ => self.apply_self_contained(offset, at, event, month, tz, settings, book),
+            Event::VmUsage(v) if v.transition != VmTransition::Sample => self.apply_transition(offset, at, v, key, month, is_resend, settings, book),
+            _ => self.apply_self_contained(offset, at, event, key, month, tz, settings, book),
         };
         match result {
             Ok(outcome) => outcome,
@@ -514,13 +514,13 @@ impl PartitionState {
         offset: i64,
         at: DateTime<Utc>,
         event: &Event,
+        key: EventKey,
         month: NaiveDate,
         tz: Tz,
         settings: &EngineSettings,
         book: &PriceBook,
     ) -> Result<Outcome, Refusal> {
         let h = event.header();
-        let key = h.key();
         if let Event::VmUsage(v) = event {
             if let Some(vm) = self.vms.get(&vm_key(&h.tenant, &v.vm_id)) {
                 if vm.mode != VmMode::Samples {
@@ -568,6 +568,7 @@ impl PartitionState {
         offset: i64,
         at: DateTime<Utc>,
         v: &VmUsage,
+        event_key: EventKey,
         month: NaiveDate,
         is_resend: bool,
         settings: &EngineSettings,
@@ -610,7 +611,7 @@ impl PartitionState {
         self.commit(&h.tenant, offset, at, changes, settings)?;
         timeline.billed = desired.into_iter().map(|(id, (b, _))| (id, b)).collect();
         self.vms.insert(key, timeline);
-        self.events.insert(h.key(), CountedEvent { version: h.version, deleted: false, month, counts: Counts::default(), parts: Vec::new() });
+        self.events.insert(event_key, CountedEvent { version: h.version, deleted: false, month, counts: Counts::default(), parts: Vec::new() });
         Ok(Outcome::Counted)
     }
 

@@ -19,9 +19,9 @@ use meter_config::MeterConfig;
 use meter_kafka::{event_topic, kind_of_topic, KafkaError};
 use meter_model::{Aggregate, Event, EventCodec, EventKey, EventKind, PeriodAction, PeriodControl};
 
-use crate::engine::{close_instant, parse_month, EngineSettings, Outcome, PartitionState};
+use crate::engine::{close_instant, first_open_month, parse_month, EngineSettings, Outcome, PartitionState};
 use crate::pricing::PriceBook;
-use crate::windows::{next_period_first_day, period_first_day, start_of_local_day};
+use crate::windows::{period_first_day, start_of_local_day};
 
 /// Revisions of re-rated aggregates start here: live revisions are input
 /// offsets + 1, far below.
@@ -113,20 +113,21 @@ pub fn read_tenant_history(config: &MeterConfig, tenant: &str, show_progress: bo
 pub fn check_closed(config: &MeterConfig, tenant: &str, from: NaiveDate, to: NaiveDate, closed_through: Option<NaiveDate>, now: DateTime<Utc>) -> Result<(), ReprocessError> {
     let calendar = config.calendar();
     let (tz, grace) = (calendar.zone(tenant), calendar.grace_days(tenant));
-    let mut month = period_first_day(meter_model::Period::Month, from);
-    while month < to {
-        let explicit = closed_through.is_some_and(|c| month <= c);
-        let closes = close_instant(tz, grace, month);
-        if !explicit && closes.is_none_or(|at| now < at) {
-            return Err(ReprocessError::OpenPeriod {
+    // The engine's rule: months before the first open one are closed.
+    let first_open = first_open_month(tz, grace, Some(now), closed_through);
+    let first = period_first_day(meter_model::Period::Month, from);
+    let last = period_first_day(meter_model::Period::Month, to.pred_opt().unwrap_or(to));
+    match first_open {
+        Some(open) if open > last => Ok(()),
+        open => {
+            let month = open.map_or(first, |o| o.max(first));
+            Err(ReprocessError::OpenPeriod {
                 tenant: tenant.to_string(),
                 month: month.format("%Y-%m").to_string(),
-                closes: closes.map(|c| c.to_rfc3339()).unwrap_or_default(),
-            });
+                closes: close_instant(tz, grace, month).map(|c| c.to_rfc3339()).unwrap_or_default(),
+            })
         }
-        month = next_period_first_day(meter_model::Period::Month, month);
     }
-    Ok(())
 }
 
 /// Computes the re-rated aggregates (it publishes nothing).
