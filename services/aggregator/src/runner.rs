@@ -211,7 +211,7 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
     let mut last_input = Instant::now();
     let mut last_lag = Instant::now();
     let mut behind_since: Option<Instant> = None;
-    let mut stall = StallWatch::new(Duration::from_secs(config.aggregator.stalled_partition_seconds.max(1)));
+    let mut stall = meter_kafka::StallWatch::new(Duration::from_secs(config.aggregator.stalled_partition_seconds.max(1)));
     tracing::info!(group = %config.aggregator.group_id, ?topics, state_dir = %config.aggregator.state_dir.display(), "aggregator started");
 
     loop {
@@ -568,78 +568,6 @@ fn partitions_behind(consumer: &StreamConsumer<RebalanceWatch>, topics: &[&str],
         }
     }
     behind
-}
-
-/// Watches the partitions of the group's topics that this instance does not
-/// own: lag that does not shrink for `threshold` means nobody processes them.
-struct StallWatch {
-    threshold: Duration,
-    last_check: Instant,
-    /// (topic, partition) -> (committed offset, end offset, since when unchanged)
-    seen: HashMap<(String, i32), (i64, i64, Instant)>,
-}
-
-impl StallWatch {
-    fn new(threshold: Duration) -> Self {
-        StallWatch { threshold, last_check: Instant::now(), seen: HashMap::new() }
-    }
-
-    fn due(&mut self) -> bool {
-        if self.last_check.elapsed() >= self.threshold / 2 {
-            self.last_check = Instant::now();
-            return true;
-        }
-        false
-    }
-
-    /// True when some partition not assigned here has had lag and no
-    /// committed progress for the threshold. Blocking: broker round trips.
-    fn orphaned_partitions(&mut self, consumer: &StreamConsumer<RebalanceWatch>, topics: &[&str]) -> bool {
-        let timeout = Duration::from_secs(5);
-        let Ok(assigned) = consumer.assignment() else { return false };
-        let mut list = TopicPartitionList::new();
-        for topic in topics {
-            let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else { return false };
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    if assigned.find_partition(topic, p.id()).is_none() {
-                        list.add_partition(topic, p.id());
-                    }
-                }
-            }
-        }
-        if list.count() == 0 {
-            self.seen.clear();
-            return false;
-        }
-        let Ok(committed) = consumer.committed_offsets(list.clone(), timeout) else { return false };
-        let now = Instant::now();
-        let mut stalled = Vec::new();
-        for element in list.elements() {
-            let (topic, partition) = (element.topic().to_string(), element.partition());
-            let Ok((low, high)) = consumer.fetch_watermarks(&topic, partition, timeout) else { continue };
-            let done = match committed.find_partition(&topic, partition).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => o,
-                _ => low,
-            };
-            if done >= high {
-                self.seen.remove(&(topic, partition));
-                continue;
-            }
-            let entry = self.seen.entry((topic.clone(), partition)).or_insert((done, high, now));
-            if entry.0 != done {
-                *entry = (done, high, now);
-            } else if now.duration_since(entry.2) >= self.threshold {
-                stalled.push(format!("{topic}/{partition} (committed {done}, end {high})"));
-            }
-        }
-        if stalled.is_empty() {
-            return false;
-        }
-        tracing::warn!(partitions = ?stalled, "partitions with lag and no progress, owned by no live instance");
-        self.seen.clear();
-        true
-    }
 }
 
 async fn send_late(

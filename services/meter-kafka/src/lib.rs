@@ -274,3 +274,76 @@ pub fn read_to_end(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> Resul
     }
     Ok(out)
 }
+
+/// Watches the partitions of the group's topics that this instance does not
+/// own: lag that does not shrink for `threshold` means nobody processes them.
+pub struct StallWatch {
+    threshold: std::time::Duration,
+    last_check: std::time::Instant,
+    /// (topic, partition) -> (committed offset, end offset, since when unchanged)
+    seen: std::collections::HashMap<(String, i32), (i64, i64, std::time::Instant)>,
+}
+
+impl StallWatch {
+    pub fn new(threshold: std::time::Duration) -> Self {
+        StallWatch { threshold, last_check: std::time::Instant::now(), seen: std::collections::HashMap::new() }
+    }
+
+    pub fn due(&mut self) -> bool {
+        if self.last_check.elapsed() >= self.threshold / 2 {
+            self.last_check = std::time::Instant::now();
+            return true;
+        }
+        false
+    }
+
+    /// True when some partition not assigned here has had lag and no
+    /// committed progress for the threshold. Blocking: broker round trips.
+    pub fn orphaned_partitions<C: rdkafka::consumer::ConsumerContext, K: rdkafka::consumer::Consumer<C>>(&mut self, consumer: &K, topics: &[&str]) -> bool {
+        let timeout = std::time::Duration::from_secs(5);
+        let Ok(assigned) = consumer.assignment() else { return false };
+        let mut list = rdkafka::TopicPartitionList::new();
+        for topic in topics {
+            let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else { return false };
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    if assigned.find_partition(topic, p.id()).is_none() {
+                        list.add_partition(topic, p.id());
+                    }
+                }
+            }
+        }
+        if list.count() == 0 {
+            self.seen.clear();
+            return false;
+        }
+        let Ok(committed) = consumer.committed_offsets(list.clone(), timeout) else { return false };
+        let now = std::time::Instant::now();
+        let mut stalled = Vec::new();
+        for element in list.elements() {
+            let (topic, partition) = (element.topic().to_string(), element.partition());
+            let Ok((low, high)) = consumer.fetch_watermarks(&topic, partition, timeout) else { continue };
+            let done = match committed.find_partition(&topic, partition).map(|e| e.offset()) {
+                Some(rdkafka::Offset::Offset(o)) => o,
+                _ => low,
+            };
+            if done >= high {
+                self.seen.remove(&(topic, partition));
+                continue;
+            }
+            let entry = self.seen.entry((topic.clone(), partition)).or_insert((done, high, now));
+            if entry.0 != done {
+                *entry = (done, high, now);
+            } else if now.duration_since(entry.2) >= self.threshold {
+                stalled.push(format!("{topic}/{partition} (committed {done}, end {high})"));
+            }
+        }
+        if stalled.is_empty() {
+            return false;
+        }
+        tracing::warn!(partitions = ?stalled, "partitions with lag and no progress, owned by no live instance");
+        self.seen.clear();
+        true
+    }
+}
+

@@ -224,13 +224,10 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
     let consumer: StreamConsumer = meter_kafka::consumer(&config.kafka, &config.sink.group_id)?;
     let t = &config.topics;
     // Aggregates, and the raw events for the drill-down tables.
-    consumer.subscribe(&[
-        t.aggregates.as_str(),
-        t.ticket_time.as_str(),
-        t.check_result.as_str(),
-        t.vm_usage.as_str(),
-        t.late_events.as_str(),
-    ])?;
+    let topics = [t.aggregates.as_str(), t.ticket_time.as_str(), t.check_result.as_str(), t.vm_usage.as_str(), t.late_events.as_str()];
+    consumer.subscribe(&topics)?;
+    // Some brokers (Tansu 0.6) keep a dead member's partitions: rejoin as the aggregator does.
+    let mut stall = meter_kafka::StallWatch::new(Duration::from_secs(config.aggregator.stalled_partition_seconds.max(1)));
     let mut details = DetailBatch::default();
     let dead_letters = DeadLetters::new(config)?;
     let flush_every = Duration::from_millis(config.sink.flush_interval_ms.max(10));
@@ -312,6 +309,13 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
         if batch.len() + details.len() >= config.sink.batch_rows || (!positions.is_empty() && batch_started.elapsed() >= flush_every) {
             write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut details, &mut positions, max_backoff).await?;
             batch_started = Instant::now();
+        }
+        if stall.due() && tokio::task::block_in_place(|| stall.orphaned_partitions(&consumer, &topics)) {
+            tracing::warn!("rejoining the consumer group so the broker reassigns stalled partitions");
+            write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut details, &mut positions, max_backoff).await?;
+            batch_started = Instant::now();
+            consumer.unsubscribe();
+            consumer.subscribe(&topics)?;
         }
         if let Some(idle) = options.until_idle {
             let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
