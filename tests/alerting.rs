@@ -21,7 +21,7 @@ async fn get(path: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_contract_overrun_fires_its_alert_on_the_real_prometheus() {
     let mut env = TestEnv::new("alert").await;
-    env.config.contracts.metrics_listen = "127.0.0.1:9605".into(); // the port the local Prometheus scrapes
+    env.config.contracts.metrics_listen = meter_config::ListenAddr::local(9605); // the port the local Prometheus scrapes
     env.config.contracts.refresh_seconds = 2;
     std::fs::write(&env.config_path, toml::to_string(&env.config).unwrap()).unwrap();
 
@@ -105,7 +105,7 @@ async fn a_contract_overrun_fires_its_alert_on_the_real_prometheus() {
 async fn the_exporter_serves_this_weeks_consumption_over_the_spike_threshold() {
     let mut env = TestEnv::new("spike").await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    env.config.contracts.metrics_listen = format!("127.0.0.1:{port}");
+    env.config.contracts.metrics_listen = meter_config::ListenAddr::local(port);
     env.config.contracts.refresh_seconds = 1;
     std::fs::write(&env.config_path, toml::to_string(&env.config).unwrap()).unwrap();
     env.meter(&["migrate"]);

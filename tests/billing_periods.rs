@@ -51,7 +51,7 @@ async fn the_january_example_in_any_order_gives_the_domain_figures() {
     for seed in [11u64, 4242] {
         let mut env = TestEnv::new("january").await;
         // acme keeps January 2026 open 400 days; January 2025 is closed.
-        env.config.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "Europe/Paris".into(), period_grace_days: Some(400) });
+        env.config.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "Europe/Paris".parse().expect("an IANA zone"), period_grace_days: Some(400) });
         env.save_config();
         let dir = env.dir.path().join("demo");
         env.meter(&["migrate"]);

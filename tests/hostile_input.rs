@@ -37,7 +37,7 @@ async fn day_totals(env: &TestEnv, metric: &str) -> BTreeMap<String, Decimal> {
 async fn hostile_files_rows_and_raw_bytes_are_dead_lettered_and_the_good_records_counted() {
     let mut env = TestEnv::new("hostile").await;
     // The hostile tenant's months close 5 days after their end, as by default.
-    env.config.tenants.insert("evil".into(), meter_config::TenantConfig { time_zone: "UTC".into(), period_grace_days: Some(5) });
+    env.config.tenants.insert("evil".into(), meter_config::TenantConfig { time_zone: "UTC".parse().expect("an IANA zone"), period_grace_days: Some(5) });
     env.save_config();
     env.meter(&["migrate"]);
 

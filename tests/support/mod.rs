@@ -84,14 +84,14 @@ impl TestEnv {
         // or a shorter grace).
         config.aggregator.default_period_grace_days = 36_500;
         config.aggregator.flush_interval_ms = 300;
-        config.aggregator.metrics_listen = String::new();
+        config.aggregator.metrics_listen = meter_config::ListenAddr::disabled();
         config.sink.group_id = format!("test.{unique}.sink");
-        config.sink.metrics_listen = String::new();
+        config.sink.metrics_listen = meter_config::ListenAddr::disabled();
         config.sink.flush_interval_ms = 300;
         config.sink.max_backoff_ms = 2000;
-        config.collector.metrics_listen = String::new();
+        config.collector.metrics_listen = meter_config::ListenAddr::disabled();
         config.price_book = repo_root().join("config/price-book.toml");
-        config.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "Europe/Paris".into(), period_grace_days: None });
+        config.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "Europe/Paris".parse().expect("an IANA zone"), period_grace_days: None });
         create_topics(&config).await;
         let config_path = dir.path().join("meter.toml");
         std::fs::write(&config_path, toml::to_string(&config).expect("config serializes")).expect("write config");

@@ -14,7 +14,7 @@ use meter_model::*;
 fn main() {
     let book = PriceBook::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/price-book.toml")).expect("price book");
     let mut config = meter_config::MeterConfig::default();
-    config.aggregator.default_time_zone = "Europe/Paris".into();
+    config.aggregator.default_time_zone = chrono_tz::Europe::Paris;
     let settings = EngineSettings::from_config(&config);
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(200_000);
     let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();

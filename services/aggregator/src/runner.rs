@@ -677,7 +677,7 @@ mod tests {
     #[test]
     fn tenant_labels_are_bounded_by_the_configuration() {
         let mut config = MeterConfig::default();
-        config.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "UTC".into(), period_grace_days: None });
+        config.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "UTC".parse().expect("an IANA zone"), period_grace_days: None });
         let calendar = config.calendar();
         assert_eq!(tenant_label(&calendar, "acme"), "acme");
         let names: Vec<String> = (0..1000).map(|i| format!("tenant-{i}")).collect();

@@ -20,7 +20,7 @@ fn book() -> PriceBook {
 fn settings(grace_days: u32) -> EngineSettings {
     let mut config = meter_config::MeterConfig::default();
     config.aggregator.default_period_grace_days = grace_days;
-    config.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "Europe/Paris".into(), period_grace_days: None });
+    config.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "Europe/Paris".parse().expect("an IANA zone"), period_grace_days: None });
     EngineSettings::from_config(&config)
 }
 

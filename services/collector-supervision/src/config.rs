@@ -260,8 +260,8 @@ pub struct ScheduleEntry {
     pub grace_minutes: u32,
     /// IANA zone of the due time. Default: the tenant's `time_zone` in the
     /// meter config, else `aggregator.default_time_zone`.
-    #[serde(default)]
-    pub time_zone: Option<String>,
+    #[serde(default, with = "meter_config::typed::zone::option")]
+    pub time_zone: Option<Tz>,
     /// First local day the schedule applies ("2026-01-01").
     #[serde(default)]
     pub starts: Option<NaiveDate>,
@@ -482,12 +482,7 @@ impl Settings {
         if grace >= due.shortest_period() {
             return Err(format!("grace_minutes ({}) must be shorter than the period", e.grace_minutes));
         }
-        let zone_name = e
-            .time_zone
-            .clone()
-            .or_else(|| meter.tenants.get(&target.tenant).map(|t| t.time_zone.clone()))
-            .unwrap_or_else(|| meter.aggregator.default_time_zone.clone());
-        let time_zone: Tz = zone_name.parse().map_err(|_| format!("unknown time zone {zone_name:?} (use an IANA name such as Europe/Paris)"))?;
+        let time_zone = e.time_zone.unwrap_or_else(|| meter.calendar().zone(&target.tenant));
         let check_name = match &e.check_name {
             Some(n) => n.clone(),
             None => self
@@ -548,7 +543,7 @@ mod tests {
 
     fn meter() -> MeterConfig {
         let mut m = MeterConfig::default();
-        m.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "Europe/Paris".into(), period_grace_days: None });
+        m.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: chrono_tz::Europe::Paris, period_grace_days: None });
         m
     }
 

@@ -2,7 +2,7 @@
 //! their mapping to meter events.
 //!
 //! - Required attributes: `specversion` ("1.0"), `id`, `source`, `type`
-//!   (non-empty strings). `type` names the kind: see [`TYPES`].
+//!   (non-empty strings). `type` names the kind: see `meter_model::KINDS`.
 //! - `data` is a JSON object: the event as the file collector reads it
 //!   (README, "Input files") without `event_id` and `source`, which are the
 //!   CloudEvent's `id` and `source`. When `data` has them anyway they must be
@@ -20,24 +20,19 @@ use chrono::{DateTime, Utc};
 use meter_model::{Event, EventKind};
 use serde_json::{Map, Value};
 
-/// The CloudEvents `type` of each kind.
-pub const TYPES: [(&str, EventKind); 3] = [
-    ("io.meter.vm_usage", EventKind::VmUsage),
-    ("io.meter.check_result", EventKind::CheckResult),
-    ("io.meter.ticket_time", EventKind::TicketTime),
-];
 
 /// `Content-Type` of one event (structured mode).
 pub const STRUCTURED: &str = "application/cloudevents+json";
 /// `Content-Type` of a batch (a JSON array of events).
 pub const BATCH: &str = "application/cloudevents-batch+json";
 
+/// The kind a CloudEvents `type` names (the kinds table, `meter_model::KINDS`).
 pub fn kind_of_type(ce_type: &str) -> Option<EventKind> {
-    TYPES.iter().find(|(t, _)| *t == ce_type).map(|(_, k)| *k)
+    EventKind::from_cloudevents_type(ce_type)
 }
 
 pub fn type_of_kind(kind: EventKind) -> &'static str {
-    TYPES.iter().find(|(_, k)| *k == kind).map(|(t, _)| *t).unwrap_or("")
+    kind.spec().cloudevents_type
 }
 
 /// How a request carries its events.
@@ -132,7 +127,7 @@ pub fn to_event(value: &Value) -> Result<Event, CeError> {
     // The kind first, so that every later error is counted under it.
     let kind = match object.get("type").and_then(Value::as_str) {
         Some(t) => Some(kind_of_type(t).ok_or_else(|| {
-            let known: Vec<&str> = TYPES.iter().map(|(t, _)| *t).collect();
+            let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.spec().cloudevents_type).collect();
             CeError::new("unknown_type", format!("unknown event type {t:?}, expected one of: {}", known.join(", ")), None)
         })?),
         None => None,

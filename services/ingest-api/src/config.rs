@@ -7,6 +7,8 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
+
+use meter_config::ListenAddr;
 use std::path::Path;
 
 use meter_auth::TokenTable;
@@ -23,10 +25,10 @@ pub const MIN_TOKEN_CHARS: usize = meter_auth::MIN_TOKEN_CHARS;
 pub struct IngestApiConfig {
     /// Address the API listens on. Default "127.0.0.1:8088".
     #[serde(default = "default_listen")]
-    pub listen: String,
+    pub listen: SocketAddr,
     /// Address of the /metrics endpoint ("" disables it). Default "127.0.0.1:9603".
     #[serde(default = "default_metrics_listen")]
-    pub metrics_listen: String,
+    pub metrics_listen: ListenAddr,
     /// Largest request body accepted, in bytes; larger ones get 413. Default 1 MiB.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
@@ -78,11 +80,11 @@ impl fmt::Debug for CollectorAccess {
     }
 }
 
-fn default_listen() -> String {
-    "127.0.0.1:8088".into()
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8088))
 }
-fn default_metrics_listen() -> String {
-    "127.0.0.1:9603".into()
+fn default_metrics_listen() -> ListenAddr {
+    ListenAddr::local(9603)
 }
 fn default_max_body_bytes() -> usize {
     1024 * 1024
@@ -124,12 +126,6 @@ impl IngestApiConfig {
 
     /// Checks the values and builds the token table; the message names the key.
     pub fn tokens(&self) -> Result<Tokens, String> {
-        if self.listen.parse::<SocketAddr>().is_err() {
-            return Err(format!("listen must be host:port, got {:?}", self.listen));
-        }
-        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
-            return Err(format!("metrics_listen must be host:port or \"\", got {:?}", self.metrics_listen));
-        }
         if !(1024..=64 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err(format!("max_body_bytes must be between 1024 and 67108864, got {}", self.max_body_bytes));
         }
@@ -251,8 +247,8 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ingest-api.example.toml");
         std::env::set_var("METER_INGEST_TOKEN_VMWARE", "a-token-from-the-environment-0001");
         let config = IngestApiConfig::load(&path).unwrap();
-        assert_eq!(config.listen, "127.0.0.1:8088");
-        assert_eq!(config.metrics_listen, "127.0.0.1:9603");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8088");
+        assert_eq!(config.metrics_listen.to_string(), "127.0.0.1:9603");
         assert_eq!(config.max_body_bytes, 1024 * 1024);
         assert_eq!(config.max_batch_events, 1000);
         assert_eq!((config.request_timeout_seconds, config.max_concurrent_requests), (30, 64));
@@ -334,12 +330,16 @@ mod tests {
                 }]),
                 "is not set",
             ),
-            (IngestApiConfig { listen: "8088".into(), ..config(vec![collector("a", "0123456789abcdef", &["acme"])]) }, "listen"),
             (
                 IngestApiConfig { max_batch_events: 0, ..config(vec![collector("a", "0123456789abcdef", &["acme"])]) },
                 "max_batch_events",
             ),
         ];
+        // Addresses are parsed with the file: a wrong one names its key.
+        for bad in ["listen = \"8088\"", "metrics_listen = \"localhost:9603\""] {
+            let err = toml::from_str::<IngestApiConfig>(bad).unwrap_err().to_string();
+            assert!(err.contains(bad.split(' ').next().unwrap_or_default()), "{err}");
+        }
         for (config, expected) in cases {
             let err = config.tokens().unwrap_err();
             assert!(err.contains(expected), "{err:?} should mention {expected:?}");

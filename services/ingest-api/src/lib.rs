@@ -35,7 +35,7 @@ pub enum IngestError {
     #[error("invalid {path}: {message} (every key is documented in services/ingest-api/ingest-api.example.toml)")]
     Config { path: String, message: String },
     #[error("cannot listen on {addr}: {source} (is another service using the port? change `listen`)")]
-    Bind { addr: String, source: std::io::Error },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("the ingest API stopped: {0}")]
     Serve(std::io::Error),
     #[error(transparent)]
@@ -66,7 +66,7 @@ pub async fn serve_until(
 pub async fn run_service(config: &MeterConfig, api_config_path: &std::path::Path) -> Result<(), IngestError> {
     let api = IngestApiConfig::load(api_config_path)?;
     let registry = meter_telemetry::registry("ingest-api")?;
-    meter_telemetry::serve_metrics(&api.metrics_listen, registry.clone()).await?;
+    meter_telemetry::serve_metrics(api.metrics_listen, registry.clone()).await?;
     let metrics = IngestMetrics::register(&registry)?;
     let producer = meter_kafka::producer(&config.kafka)?;
     let state = AppState::new(config, &api, producer, metrics)
@@ -74,12 +74,9 @@ pub async fn run_service(config: &MeterConfig, api_config_path: &std::path::Path
             IngestError::Config { message, .. } => IngestError::Config { path: api_config_path.display().to_string(), message },
             other => other,
         })?;
-    let addr: SocketAddr = api.listen.parse().map_err(|_| IngestError::Config {
-        path: api_config_path.display().to_string(),
-        message: format!("listen must be host:port, got {:?}", api.listen),
-    })?;
-    let listener = TcpListener::bind(addr).await.map_err(|source| IngestError::Bind { addr: api.listen.clone(), source })?;
-    let bound = listener.local_addr().map_err(|source| IngestError::Bind { addr: api.listen.clone(), source })?;
+    let addr = api.listen;
+    let listener = TcpListener::bind(addr).await.map_err(|source| IngestError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| IngestError::Bind { addr, source })?;
     tracing::info!(%bound, collectors = api.collectors.len(), "ingest API listening (POST /v1/events)");
     serve_until(listener, state, shutdown_signal()).await?;
     tracing::info!("ingest API stopped");
@@ -117,7 +114,7 @@ pub async fn run_replay(
     options: &ReplayOptions,
 ) -> Result<ReplaySummary, IngestError> {
     let registry = meter_telemetry::registry("replay")?;
-    meter_telemetry::serve_metrics(&config.collector.metrics_listen, registry.clone()).await?;
+    meter_telemetry::serve_metrics(config.collector.metrics_listen, registry.clone()).await?;
     let metrics = collector_file::CollectorMetrics::register(&registry)?;
     let producer = meter_kafka::producer(&config.kafka)?;
     let summary = replay(config, &producer, &metrics, kind, files, options).await.map_err(|e| match e {

@@ -85,7 +85,7 @@ pub async fn contracts(config: &MeterConfig, action: ContractsAction) -> Result<
         ContractsAction::Metrics => {
             let registry = meter_telemetry::registry("contracts-metrics")?;
             let gauges = sink_clickhouse::contract_metrics::ContractGauges::register(&registry)?;
-            meter_telemetry::serve_metrics(&config.contracts.metrics_listen, registry).await?;
+            meter_telemetry::serve_metrics(config.contracts.metrics_listen, registry).await?;
             let client = sink_clickhouse::client(&config.clickhouse).with_database(&config.clickhouse.database);
             let every = std::time::Duration::from_secs(config.contracts.refresh_seconds.max(1));
             sink_clickhouse::contract_metrics::run(client, gauges, every).await;
@@ -213,14 +213,11 @@ struct FocusSource {
     dimension_values: Vec<String>,
 }
 
-/// FOCUS ServiceCategory and our service name for a metric.
+/// FOCUS ServiceCategory and our service name for a metric (the kinds table).
 fn service_of(kind: &str, metric: &str) -> (&'static str, &'static str) {
-    match (kind, metric) {
-        ("VM_USAGE", "vm.storage") => ("Storage", "IaaS virtual machines"),
-        ("VM_USAGE", "vm.bandwidth" | "vm.public_ip") => ("Networking", "IaaS virtual machines"),
-        ("VM_USAGE", _) => ("Compute", "IaaS virtual machines"),
-        ("CHECK_RESULT", _) => ("Management and Governance", "Supervision checks (MCO)"),
-        _ => ("Other", "Managed services (ticket time)"),
+    match meter_model::EventKind::from_symbol(kind) {
+        Some(kind) => ((kind.spec().focus_category)(metric), kind.spec().focus_service),
+        None => ("Other", "Unknown event kind"),
     }
 }
 

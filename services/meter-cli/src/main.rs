@@ -297,7 +297,7 @@ fn repo_script(name: &str) -> Result<PathBuf> {
     }
 }
 
-async fn metrics_registry(service: &str, listen: &str) -> Result<prometheus::Registry> {
+async fn metrics_registry(service: &str, listen: meter_config::ListenAddr) -> Result<prometheus::Registry> {
     let registry = meter_telemetry::registry(service)?;
     meter_telemetry::serve_metrics(listen, registry.clone()).await?;
     Ok(registry)
@@ -350,7 +350,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Migrate => migrate(&config).await?,
         Command::Collect { source: CollectSource::File { kind, progress, strict, backfill, requested_by, reason, files } } => {
-            let registry = metrics_registry("collector-file", &config.collector.metrics_listen).await?;
+            let registry = metrics_registry("collector-file", config.collector.metrics_listen).await?;
             let metrics = collector_file::CollectorMetrics::register(&registry)?;
             let producer = meter_kafka::producer(&config.kafka)?;
             let options = collector_file::CollectOptions {
@@ -390,7 +390,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Collect { source: CollectSource::Glpi { glpi_config } } => {
             let glpi = collector_glpi::GlpiCollectorConfig::load(&glpi_config)?;
-            let registry = metrics_registry("collector-glpi", &config.collector.metrics_listen).await?;
+            let registry = metrics_registry("collector-glpi", config.collector.metrics_listen).await?;
             let metrics = collector_file::CollectorMetrics::register(&registry)?;
             let producer = meter_kafka::producer(&config.kafka)?;
             let report = collector_glpi::collect_once(&config, &glpi, &producer, &metrics).await.context("collecting from GLPI")?;
@@ -401,7 +401,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Collect { source: CollectSource::Supervision { supervision_config, once_missed, now } } => {
             let settings = collector_supervision::Settings::load(&supervision_config, &config)?;
-            let registry = metrics_registry("collector-supervision", &config.collector.metrics_listen).await?;
+            let registry = metrics_registry("collector-supervision", config.collector.metrics_listen).await?;
             let metrics = collector_file::CollectorMetrics::register(&registry)?;
             if once_missed {
                 let now = now.unwrap_or_else(chrono::Utc::now);
@@ -413,7 +413,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Collect { source: CollectSource::Csv { mapping, files } } => {
             let mapping = collector_glpi::mapping::Mapping::load(&mapping)?;
-            let registry = metrics_registry("collector-csv", &config.collector.metrics_listen).await?;
+            let registry = metrics_registry("collector-csv", config.collector.metrics_listen).await?;
             let metrics = collector_file::CollectorMetrics::register(&registry)?;
             let producer = meter_kafka::producer(&config.kafka)?;
             for file in &files {
@@ -435,7 +435,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Collect { source: CollectSource::VmScrape { vm_config, once } } => {
             let settings = collector_vm::Settings::load(&vm_config)?;
-            let registry = metrics_registry("collector-vm", &config.collector.metrics_listen).await?;
+            let registry = metrics_registry("collector-vm", config.collector.metrics_listen).await?;
             let metrics = collector_file::CollectorMetrics::register(&registry)?;
             if once {
                 let producer = meter_kafka::producer(&config.kafka)?;
@@ -455,7 +455,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Collect { source: CollectSource::VmCsv { strict, files } } => {
-            let registry = metrics_registry("collector-vm-csv", &config.collector.metrics_listen).await?;
+            let registry = metrics_registry("collector-vm-csv", config.collector.metrics_listen).await?;
             let metrics = collector_file::CollectorMetrics::register(&registry)?;
             let producer = meter_kafka::producer(&config.kafka)?;
             let mut rejected = 0usize;
@@ -474,7 +474,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
         }
         Command::Aggregate { until_idle } => {
-            let registry = metrics_registry("aggregator", &config.aggregator.metrics_listen).await?;
+            let registry = metrics_registry("aggregator", config.aggregator.metrics_listen).await?;
             let metrics = aggregator::runner::AggregatorMetrics::register(&registry)?;
             let book = aggregator::pricing::PriceBook::load(&config.price_book)?;
             aggregator::runner::run(
@@ -486,7 +486,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .await?;
         }
         Command::Sink { target: SinkTarget::Clickhouse { until_idle } } => {
-            let registry = metrics_registry("sink-clickhouse", &config.sink.metrics_listen).await?;
+            let registry = metrics_registry("sink-clickhouse", config.sink.metrics_listen).await?;
             let metrics = sink_clickhouse::writer::SinkMetrics::register(&registry)?;
             sink_clickhouse::writer::run(
                 &config,

@@ -6,9 +6,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use chrono_tz::Tz;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use meter_model::EventKind;
 use serde::{Deserialize, Serialize};
+use url::Url;
+
+pub mod typed;
+
+pub use typed::ListenAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -128,12 +135,28 @@ pub struct TopicsConfig {
     pub aggregates: String,
 }
 
+impl TopicsConfig {
+    /// The topic carrying events of one kind.
+    pub fn event(&self, kind: EventKind) -> &str {
+        match kind {
+            EventKind::VmUsage => &self.vm_usage,
+            EventKind::CheckResult => &self.check_result,
+            EventKind::TicketTime => &self.ticket_time,
+        }
+    }
+
+    /// The event kind a topic carries, if it is one of the event topics.
+    pub fn kind_of(&self, topic: &str) -> Option<EventKind> {
+        EventKind::ALL.into_iter().find(|k| self.event(*k) == topic)
+    }
+}
+
 impl Default for TopicsConfig {
     fn default() -> Self {
         TopicsConfig {
-            vm_usage: "meter.events.vm-usage".into(),
-            check_result: "meter.events.check-result".into(),
-            ticket_time: "meter.events.ticket-time".into(),
+            vm_usage: EventKind::VmUsage.spec().default_topic.into(),
+            check_result: EventKind::CheckResult.spec().default_topic.into(),
+            ticket_time: EventKind::TicketTime.spec().default_topic.into(),
             dead_letters: "meter.dead-letters".into(),
             late_events: "meter.late-events".into(),
             aggregates: "meter.aggregates".into(),
@@ -152,7 +175,7 @@ pub enum ClickHouseCompression {
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseConfig {
     /// HTTP endpoint.
-    pub url: String,
+    pub url: Url,
     pub database: String,
     pub user: String,
     pub password: String,
@@ -169,7 +192,7 @@ pub struct ClickHouseConfig {
 impl Default for ClickHouseConfig {
     fn default() -> Self {
         ClickHouseConfig {
-            url: "http://127.0.0.1:8123".into(),
+            url: Url::parse("http://127.0.0.1:8123").expect("a valid literal URL"),
             database: "meter".into(),
             user: "default".into(),
             password: String::new(),
@@ -184,12 +207,12 @@ impl Default for ClickHouseConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorConfig {
     /// Address of the collector's /metrics endpoint ("" disables it).
-    pub metrics_listen: String,
+    pub metrics_listen: ListenAddr,
 }
 
 impl Default for CollectorConfig {
     fn default() -> Self {
-        CollectorConfig { metrics_listen: "127.0.0.1:9604".into() }
+        CollectorConfig { metrics_listen: ListenAddr::local(9604) }
     }
 }
 
@@ -198,9 +221,11 @@ impl Default for CollectorConfig {
 pub struct AggregatorConfig {
     /// Consumer group shared by aggregator instances.
     pub group_id: String,
-    pub metrics_listen: String,
+    /// Address of its /metrics endpoint ("" disables it).
+    pub metrics_listen: ListenAddr,
     /// Time zone used for tenants without their own (IANA name).
-    pub default_time_zone: String,
+    #[serde(with = "typed::zone")]
+    pub default_time_zone: Tz,
     /// A tenant's billing month stays open (events revise its windows) until
     /// the wall clock passes its end plus this many days, in the tenant's
     /// zone; `[tenants.<id>] period_grace_days` overrides it.
@@ -235,8 +260,8 @@ impl Default for AggregatorConfig {
     fn default() -> Self {
         AggregatorConfig {
             group_id: "meter-aggregator".into(),
-            metrics_listen: "127.0.0.1:9601".into(),
-            default_time_zone: "UTC".into(),
+            metrics_listen: ListenAddr::local(9601),
+            default_time_zone: Tz::UTC,
             default_period_grace_days: 5,
             max_clock_skew_seconds: 3600,
             clock_record_seconds: 300,
@@ -254,7 +279,8 @@ impl Default for AggregatorConfig {
 pub struct SinkConfig {
     /// Consumer group of the ClickHouse sink.
     pub group_id: String,
-    pub metrics_listen: String,
+    /// Address of its /metrics endpoint ("" disables it).
+    pub metrics_listen: ListenAddr,
     /// Rows per INSERT at most.
     pub batch_rows: usize,
     /// Longest wait before a partial batch is written.
@@ -267,7 +293,7 @@ impl Default for SinkConfig {
     fn default() -> Self {
         SinkConfig {
             group_id: "meter-sink-clickhouse".into(),
-            metrics_listen: "127.0.0.1:9602".into(),
+            metrics_listen: ListenAddr::local(9602),
             batch_rows: 10_000,
             flush_interval_ms: 1000,
             max_backoff_ms: 10_000,
@@ -279,14 +305,14 @@ impl Default for SinkConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ContractsConfig {
     /// /metrics of `meter contracts metrics` (contract burn per tenant).
-    pub metrics_listen: String,
+    pub metrics_listen: ListenAddr,
     /// How often the burn is read again from ClickHouse.
     pub refresh_seconds: u64,
 }
 
 impl Default for ContractsConfig {
     fn default() -> Self {
-        ContractsConfig { metrics_listen: "127.0.0.1:9605".into(), refresh_seconds: 30 }
+        ContractsConfig { metrics_listen: ListenAddr::local(9605), refresh_seconds: 30 }
     }
 }
 
@@ -316,7 +342,8 @@ impl Default for LogConfig {
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// IANA time zone the tenant's days, weeks, months and years are cut in.
-    pub time_zone: String,
+    #[serde(with = "typed::zone")]
+    pub time_zone: Tz,
     /// Days after a month's end during which its events still count
     /// (default: `aggregator.default_period_grace_days`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -327,19 +354,19 @@ pub struct TenantConfig {
 /// and shared by the aggregator, the sink and the collectors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TenantCalendar {
-    default_zone: chrono_tz::Tz,
+    default_zone: Tz,
     default_grace_days: u32,
-    tenants: std::collections::HashMap<String, (chrono_tz::Tz, u32)>,
+    tenants: std::collections::HashMap<String, (Tz, u32)>,
 }
 
 impl TenantCalendar {
     /// One zone and grace for every tenant (tests, tools).
-    pub fn uniform(zone: chrono_tz::Tz, grace_days: u32) -> Self {
+    pub fn uniform(zone: Tz, grace_days: u32) -> Self {
         TenantCalendar { default_zone: zone, default_grace_days: grace_days, tenants: Default::default() }
     }
 
     /// The zone a tenant's periods are cut in.
-    pub fn zone(&self, tenant: &str) -> chrono_tz::Tz {
+    pub fn zone(&self, tenant: &str) -> Tz {
         self.tenants.get(tenant).map(|t| t.0).unwrap_or(self.default_zone)
     }
 
@@ -386,15 +413,6 @@ impl MeterConfig {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
-        let zone = |z: &str, what: &str| {
-            z.parse::<chrono_tz::Tz>()
-                .map(|_| ())
-                .map_err(|_| ConfigError::Invalid(format!("{what}: unknown time zone {z:?} (use an IANA name such as Europe/Paris)")))
-        };
-        zone(&self.aggregator.default_time_zone, "aggregator.default_time_zone")?;
-        for (tenant, t) in &self.tenants {
-            zone(&t.time_zone, &format!("tenants.{tenant}.time_zone"))?;
-        }
         if self.aggregator.clock_record_seconds == 0 || self.aggregator.clock_record_seconds > 3600 {
             return Err(ConfigError::Invalid("aggregator.clock_record_seconds must be between 1 and 3600".into()));
         }
@@ -407,30 +425,19 @@ impl MeterConfig {
         Ok(())
     }
 
-    /// Every tenant's zone and grace, parsed once (the zones were checked
-    /// when the file was loaded).
+    /// Every tenant's zone and grace, resolved once: the one tenant-zone map
+    /// the aggregator, the sink and the collectors share.
     pub fn calendar(&self) -> TenantCalendar {
-        let default_zone = self.aggregator.default_time_zone.parse().unwrap_or(chrono_tz::UTC);
+        let default_zone = self.aggregator.default_time_zone;
         let default_grace_days = self.aggregator.default_period_grace_days;
         let tenants = self
             .tenants
             .iter()
             .map(|(id, t)| {
-                let zone = t.time_zone.parse().unwrap_or(default_zone);
-                (id.clone(), (zone, t.period_grace_days.unwrap_or(default_grace_days)))
+                (id.clone(), (t.time_zone, t.period_grace_days.unwrap_or(default_grace_days)))
             })
             .collect();
         TenantCalendar { default_zone, default_grace_days, tenants }
-    }
-
-    /// The time zone a tenant's periods are cut in.
-    pub fn time_zone_of(&self, tenant: &str) -> chrono_tz::Tz {
-        self.tenants
-            .get(tenant)
-            .map(|t| t.time_zone.as_str())
-            .unwrap_or(&self.aggregator.default_time_zone)
-            .parse()
-            .unwrap_or(chrono_tz::UTC)
     }
 
     /// The default configuration as TOML, for `meter config defaults`.
@@ -625,10 +632,9 @@ mod tests {
     #[test]
     fn tenant_zone_falls_back_to_the_default() {
         let mut c = MeterConfig::default();
-        c.tenants.insert("acme".into(), TenantConfig { time_zone: "Europe/Paris".into(), period_grace_days: Some(400) });
-        assert_eq!(c.time_zone_of("acme"), chrono_tz::Europe::Paris);
-        assert_eq!(c.time_zone_of("other"), chrono_tz::UTC);
+        c.tenants.insert("acme".into(), TenantConfig { time_zone: chrono_tz::Europe::Paris, period_grace_days: Some(400) });
         let calendar = c.calendar();
+        assert_eq!(calendar.zone("other"), chrono_tz::UTC);
         assert_eq!(calendar.zone("acme"), chrono_tz::Europe::Paris);
         assert_eq!(calendar.grace_days("acme"), 400);
         assert_eq!(calendar.grace_days("other"), 5);

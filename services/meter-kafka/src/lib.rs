@@ -87,16 +87,12 @@ pub async fn publish(producer: &FutureProducer, topic: &str, key: &str, payload:
 
 /// The topic carrying events of one kind.
 pub fn event_topic(topics: &TopicsConfig, kind: EventKind) -> &str {
-    match kind {
-        EventKind::VmUsage => &topics.vm_usage,
-        EventKind::CheckResult => &topics.check_result,
-        EventKind::TicketTime => &topics.ticket_time,
-    }
+    topics.event(kind)
 }
 
 /// The event kind a topic carries, if it is one of the event topics.
 pub fn kind_of_topic(topics: &TopicsConfig, topic: &str) -> Option<EventKind> {
-    EventKind::ALL.into_iter().find(|k| event_topic(topics, *k) == topic)
+    topics.kind_of(topic)
 }
 
 /// Events are keyed by tenant so that a tenant's events stay in one

@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
 use std::collections::HashMap;
 
-use crate::codec::CodecError;
+use crate::error::CodecError;
 
 /// Scale of every decimal in the schemas (`"scale": 6`).
 pub const DECIMAL_SCALE: u32 = 6;

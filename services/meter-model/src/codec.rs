@@ -30,43 +30,22 @@ use chrono::{DateTime, Utc};
 use crate::avro_value::{self as av, Fields};
 use crate::events::*;
 use crate::fingerprint;
+use crate::kinds::KINDS;
 
-#[derive(Debug, thiserror::Error)]
-pub enum CodecError {
-    #[error("message is {0} bytes, shorter than a single-object header (10 bytes)")]
-    TooShort(usize),
-    #[error("not Avro single-object encoding (expected marker C3 01, got {0:02X} {1:02X})")]
-    BadMarker(u8, u8),
-    #[error("unknown writer schema fingerprint {0}: the producer uses a schema this build does not know; add it to schemas/history/")]
-    UnknownFingerprint(String),
-    #[error("message written with schema {found}, expected {expected}")]
-    WrongRecord { expected: String, found: String },
-    #[error("Avro error: {0}")]
-    Avro(String),
-    #[error("record shape: {0}")]
-    Shape(String),
-    #[error("decimal: {0}")]
-    Decimal(String),
-    #[error("unknown enum symbol {symbol} for {field}")]
-    Symbol { field: &'static str, symbol: String },
-}
+pub use crate::error::CodecError;
 
-impl From<apache_avro::Error> for CodecError {
-    fn from(e: apache_avro::Error) -> Self {
-        CodecError::Avro(e.to_string())
-    }
-}
-
-/// The embedded `.avsc` texts: (full record name, text). History first is
-/// irrelevant; the current version of each record is marked `current`.
-const CURRENT: [(&str, &str); 6] = [
-    ("io.meter.events.VmUsage", include_str!("../../../schemas/vm_usage.avsc")),
-    ("io.meter.events.CheckResult", include_str!("../../../schemas/check_result.avsc")),
-    ("io.meter.events.TicketTime", include_str!("../../../schemas/ticket_time.avsc")),
+/// The embedded `.avsc` texts of the records that are not events: (full
+/// record name, text). The events' current schemas are in [`KINDS`].
+const OTHER_RECORDS: [(&str, &str); 3] = [
     ("io.meter.aggregates.Aggregate", include_str!("../../../schemas/aggregate.avsc")),
     ("io.meter.errors.DeadLetter", include_str!("../../../schemas/dead_letter.avsc")),
     ("io.meter.control.PeriodControl", include_str!("../../../schemas/period_control.avsc")),
 ];
+
+/// The current schema of every record: (full record name, text).
+fn current_schemas() -> impl Iterator<Item = (&'static str, &'static str)> {
+    KINDS.iter().map(|k| (k.record, k.schema)).chain(OTHER_RECORDS)
+}
 
 const HISTORY: [(&str, &str); 4] = [
     ("io.meter.events.TicketTime", include_str!("../../../schemas/history/ticket_time.v1.avsc")),
@@ -102,7 +81,7 @@ fn registry() -> &'static Registry {
         // History first, so that if a history version had the same canonical
         // form as the current one (a test forbids it), the current one wins.
         for (is_current, (record, text)) in
-            HISTORY.iter().map(|s| (false, s)).chain(CURRENT.iter().map(|s| (true, s)))
+            HISTORY.iter().copied().map(|s| (false, s)).chain(current_schemas().map(|s| (true, s)))
         {
             // The schemas are compiled in and parsed by a unit test; a failure
             // here is a build defect, not an input error.
@@ -112,7 +91,7 @@ fn registry() -> &'static Registry {
             if is_current {
                 let mut header = vec![0xC3, 0x01];
                 header.extend_from_slice(&spec);
-                current.insert(*record, (schema.clone(), header));
+                current.insert(record, (schema.clone(), header));
             }
             // The specification's fingerprint wins over another version's legacy one.
             by_fingerprint.entry(legacy).or_insert(KnownSchema { record, schema: schema.clone(), current: is_current });
@@ -575,31 +554,9 @@ impl AvroRecord for PeriodControl {
     }
 }
 
-/// The field names of an event kind's current schema.
-pub fn field_names(kind: EventKind) -> &'static [&'static str] {
-    static NAMES: OnceLock<HashMap<EventKind, Vec<&'static str>>> = OnceLock::new();
-    let names = NAMES.get_or_init(|| {
-        let mut map = HashMap::new();
-        for kind in EventKind::ALL {
-            let schema = match kind {
-                EventKind::VmUsage => VmUsage::schema(),
-                EventKind::CheckResult => CheckResult::schema(),
-                EventKind::TicketTime => TicketTime::schema(),
-            };
-            let fields = match schema {
-                Schema::Record(record) => record.fields.iter().map(|f| &*f.name.clone().leak()).collect(),
-                _ => Vec::new(),
-            };
-            map.insert(kind, fields);
-        }
-        map
-    });
-    names.get(&kind).map(Vec::as_slice).unwrap_or(&[])
-}
-
 /// Every schema text this build knows, for tools and tests: (record, text, is_current).
 pub fn schema_texts() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
-    CURRENT.iter().map(|(r, t)| (*r, *t, true)).chain(HISTORY.iter().map(|(r, t)| (*r, *t, false)))
+    current_schemas().map(|(r, t)| (r, t, true)).chain(HISTORY.iter().map(|(r, t)| (*r, *t, false)))
 }
 
 /// Truncates an instant to the millisecond precision Avro keeps.

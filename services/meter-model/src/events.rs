@@ -6,48 +6,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 
-/// Which of the three event streams a record belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum EventKind {
-    VmUsage,
-    CheckResult,
-    TicketTime,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 3] = [EventKind::VmUsage, EventKind::CheckResult, EventKind::TicketTime];
-
-    /// The Avro enum symbol, also used as a bounded metric label.
-    pub fn symbol(self) -> &'static str {
-        match self {
-            EventKind::VmUsage => "VM_USAGE",
-            EventKind::CheckResult => "CHECK_RESULT",
-            EventKind::TicketTime => "TICKET_TIME",
-        }
-    }
-
-    /// The name used on the command line and in config (`vm-usage`, ...).
-    pub fn slug(self) -> &'static str {
-        match self {
-            EventKind::VmUsage => "vm-usage",
-            EventKind::CheckResult => "check-result",
-            EventKind::TicketTime => "ticket-time",
-        }
-    }
-
-    pub fn from_symbol(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.symbol() == s || k.slug() == s)
-    }
-}
-
-impl fmt::Display for EventKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.slug())
-    }
-}
+pub use crate::kinds::EventKind;
 
 /// Fields every event carries: identity for deduplication, ownership for
 /// windowing, and the two instants.
@@ -262,7 +222,7 @@ impl Event {
         let Some(object) = value.as_object() else {
             return Err(serde_json::Error::custom("expected a JSON object"));
         };
-        let allowed = crate::codec::field_names(kind);
+        let allowed = kind.field_names();
         if let Some(unknown) = object.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(serde_json::Error::custom(format!(
                 "unknown field `{unknown}`, expected one of: {}",

@@ -1,12 +1,17 @@
-//! The shared vocabulary of the pipeline: the three event kinds, the aggregate
+//! The shared vocabulary of the pipeline: the event kinds (one table of
+//! what differs between them: `kinds`), the aggregate
 //! and the dead letter, their Avro schemas (`schemas/*.avsc` is the source of
 //! truth, embedded at build time) and the Avro single-object codec used on
 //! every topic.
 
+mod avro_value;
 pub mod codec;
+mod error;
 pub mod events;
 pub mod fingerprint;
-mod avro_value;
+pub mod kinds;
 
-pub use codec::{AvroRecord, CodecError, EventCodec};
+pub use codec::{AvroRecord, EventCodec};
+pub use error::CodecError;
+pub use kinds::{KindSpec, KINDS};
 pub use events::*;

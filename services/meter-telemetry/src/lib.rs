@@ -5,14 +5,12 @@
 
 use std::net::SocketAddr;
 
-use meter_config::{LogConfig, LogFormat};
+use meter_config::{ListenAddr, LogConfig, LogFormat};
 use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    #[error("metrics address {addr:?} is not host:port")]
-    BadAddress { addr: String },
     #[error("cannot listen for /metrics on {addr}: {source} (is another service using the port? change metrics_listen)")]
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("metric registration: {0}")]
@@ -49,12 +47,11 @@ pub fn render(registry: &Registry) -> String {
     String::from_utf8(buffer).unwrap_or_default()
 }
 
-/// Serves `GET /metrics` in the background. An empty address disables it.
-pub async fn serve_metrics(listen: &str, registry: Registry) -> Result<Option<SocketAddr>, TelemetryError> {
-    if listen.is_empty() {
+/// Serves `GET /metrics` in the background, unless the address is disabled.
+pub async fn serve_metrics(listen: ListenAddr, registry: Registry) -> Result<Option<SocketAddr>, TelemetryError> {
+    let Some(addr) = listen.addr() else {
         return Ok(None);
-    }
-    let addr: SocketAddr = listen.parse().map_err(|_| TelemetryError::BadAddress { addr: listen.to_string() })?;
+    };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| TelemetryError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| TelemetryError::Bind { addr, source })?;
     let app = axum::Router::new().route(

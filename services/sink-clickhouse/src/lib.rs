@@ -18,7 +18,7 @@ use meter_config::{ClickHouseCompression, ClickHouseConfig};
 /// compression, current servers take both.
 pub fn client(config: &ClickHouseConfig) -> clickhouse::Client {
     clickhouse::Client::default()
-        .with_url(&config.url)
+        .with_url(config.url.as_str())
         .with_user(&config.user)
         .with_password(&config.password)
         .with_validation(config.validation)

@@ -47,7 +47,7 @@ pub fn statements(sql: &str, database: &str) -> Vec<String> {
 }
 
 /// Applies the migrations not yet recorded. Returns the versions applied now.
-pub async fn migrate(client: &Client, url: &str, database: &str) -> Result<Vec<u32>, MigrationError> {
+pub async fn migrate(client: &Client, url: &url::Url, database: &str) -> Result<Vec<u32>, MigrationError> {
     let server = |source| MigrationError::ClickHouse { url: url.to_string(), source };
     client.query(&format!("CREATE DATABASE IF NOT EXISTS {database}")).execute().await.map_err(server)?;
     client

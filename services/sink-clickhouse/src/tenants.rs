@@ -45,9 +45,12 @@ pub fn colliding<'a>(database: &str, tenants: &'a [String]) -> Result<Option<(&'
     Ok(None)
 }
 
-/// Shared tables copied per tenant (all have a `tenant` column).
-const TENANT_TABLES: [&str; 7] =
-    ["aggregates", "ticket_tasks", "check_runs", "vm_usage_events", "contracts", "contract_days", "contract_spike_factors"];
+/// Shared tables copied per tenant (all have a `tenant` column): the
+/// aggregates, every event kind's detail table, the contracts.
+pub fn tenant_tables() -> Vec<&'static str> {
+    let details = meter_model::KINDS.iter().map(|k| k.detail_table);
+    std::iter::once("aggregates").chain(details).chain(["contracts", "contract_days", "contract_spike_factors"]).collect()
+}
 /// Migrations creating those tables, and the views.
 const TABLE_MIGRATIONS: [u32; 4] = [1, 3, 5, 8];
 const VIEW_MIGRATIONS: [u32; 3] = [2, 6, 9];
@@ -116,7 +119,7 @@ pub async fn provision(
             }
         }
     }
-    for table in TENANT_TABLES {
+    for table in tenant_tables() {
         let feed = format!("{table}_feed");
         let exists: u8 = client
             .query("SELECT count() > 0 FROM system.tables WHERE database = ? AND name = ?")

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDate, Utc};
 use meter_config::MeterConfig;
 use meter_kafka::{DeadLetters, KafkaError};
-use meter_model::{Aggregate, DeadLetter, EventCodec};
+use meter_model::{Aggregate, DeadLetter, EventCodec, EventKind};
 use prometheus::{Histogram, HistogramOpts, IntCounter, Opts, Registry};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
@@ -202,13 +202,13 @@ where
 /// Inserts detail rows once (tools: reprocess, backfill); errors are the caller's.
 pub async fn insert_details(client: &clickhouse::Client, details: &mut DetailBatch) -> Result<(), clickhouse::error::Error> {
     if !details.tickets.is_empty() {
-        insert_rows(client, "ticket_tasks", &details.tickets).await?;
+        insert_rows(client, EventKind::TicketTime.spec().detail_table, &details.tickets).await?;
     }
     if !details.checks.is_empty() {
-        insert_rows(client, "check_runs", &details.checks).await?;
+        insert_rows(client, EventKind::CheckResult.spec().detail_table, &details.checks).await?;
     }
     if !details.vms.is_empty() {
-        insert_rows(client, "vm_usage_events", &details.vms).await?;
+        insert_rows(client, EventKind::VmUsage.spec().detail_table, &details.vms).await?;
     }
     *details = DetailBatch::default();
     Ok(())
@@ -223,8 +223,9 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
     let table = "aggregates";
     let consumer: StreamConsumer = meter_kafka::consumer(&config.kafka, &config.sink.group_id)?;
     let t = &config.topics;
-    // Aggregates, and the raw events for the drill-down tables.
-    let topics = [t.aggregates.as_str(), t.ticket_time.as_str(), t.check_result.as_str(), t.vm_usage.as_str(), t.late_events.as_str()];
+    // Aggregates, late events, and every kind's events for the drill-down tables.
+    let mut topics = vec![t.aggregates.as_str(), t.late_events.as_str()];
+    topics.extend(EventKind::ALL.map(|kind| t.event(kind)));
     consumer.subscribe(&topics)?;
     // Some brokers (Tansu 0.6) keep a dead member's partitions: rejoin as the aggregator does.
     let mut stall = meter_kafka::StallWatch::new(Duration::from_secs(config.aggregator.stalled_partition_seconds.max(1)));
@@ -341,9 +342,9 @@ async fn write_and_commit(
     max_backoff: Duration,
 ) -> Result<(), SinkError> {
     insert_with_retry(client, table, batch, metrics, max_backoff).await;
-    insert_with_retry(client, "ticket_tasks", &mut details.tickets, metrics, max_backoff).await;
-    insert_with_retry(client, "check_runs", &mut details.checks, metrics, max_backoff).await;
-    insert_with_retry(client, "vm_usage_events", &mut details.vms, metrics, max_backoff).await;
+    insert_with_retry(client, EventKind::TicketTime.spec().detail_table, &mut details.tickets, metrics, max_backoff).await;
+    insert_with_retry(client, EventKind::CheckResult.spec().detail_table, &mut details.checks, metrics, max_backoff).await;
+    insert_with_retry(client, EventKind::VmUsage.spec().detail_table, &mut details.vms, metrics, max_backoff).await;
     if !positions.is_empty() {
         let mut list = TopicPartitionList::new();
         for ((topic, partition), next) in positions.iter() {
