@@ -128,7 +128,7 @@ fn exported_metrics() -> BTreeSet<String> {
         }
     }
     // Guard against a scanner that silently finds nothing.
-    for expected in ["meter_build_info", "meter_sink_insert_duration_seconds_bucket", "meter_aggregator_events_consumed_total"] {
+    for expected in ["meter_collector_events_read_total"] {
         assert!(names.contains(expected), "the metric scan of services/*/src did not find {expected}: fix metric_literals()");
     }
     names
@@ -150,41 +150,39 @@ fn recorded_names() -> BTreeSet<String> {
 }
 
 struct Known {
+    /// Every series name an expression may select.
     metrics: BTreeSet<String>,
+    /// The catalogued families by series name (labels and closed values).
+    families: BTreeMap<String, meter_telemetry::MetricFamily>,
     schema: Schema,
 }
 
+/// The metric families the services declare (their `METRICS` catalogues).
+fn catalogue() -> Vec<meter_telemetry::MetricFamily> {
+    [meter_telemetry::METRICS, aggregator::internal_events::METRICS, sink_clickhouse::internal_events::METRICS].concat()
+}
+
 fn known() -> Known {
+    let mut families = BTreeMap::new();
+    for family in catalogue() {
+        for name in family.exported_names() {
+            families.insert(name, family);
+        }
+    }
     let mut metrics = exported_metrics();
+    // The source scan only serves families not yet in a catalogue; for the
+    // others the catalogue says which series exist (a histogram's three).
+    for family in catalogue() {
+        metrics.remove(family.name);
+    }
+    metrics.extend(families.keys().cloned());
     metrics.extend(recorded_names());
     metrics.insert("up".into());
     metrics.insert("ALERTS".into());
-    Known { metrics, schema: schema() }
+    Known { metrics, families, schema: schema() }
 }
 
 // ---------------------------------------------------------------- PromQL --
-
-/// Aggregations, functions and keywords of PromQL (Prometheus 2.x and 3.x).
-const PROMQL_WORDS: &[&str] = &[
-    // aggregations
-    "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk", "quantile",
-    "limitk", "limit_ratio",
-    // functions
-    "abs", "absent", "absent_over_time", "acos", "acosh", "asin", "asinh", "atan", "atanh", "avg_over_time", "ceil",
-    "changes", "clamp", "clamp_max", "clamp_min", "cos", "cosh", "count_over_time", "day_of_month", "day_of_week",
-    "day_of_year", "days_in_month", "deg", "delta", "deriv", "double_exponential_smoothing", "exp", "floor",
-    "histogram_avg", "histogram_count", "histogram_fraction", "histogram_quantile", "histogram_stddev",
-    "histogram_stdvar", "histogram_sum", "holt_winters", "hour", "idelta", "increase", "info", "irate", "label_join",
-    "label_replace", "last_over_time", "ln", "log10", "log2", "mad_over_time", "max_over_time", "min_over_time", "minute",
-    "month", "pi", "predict_linear", "present_over_time", "quantile_over_time", "rad", "rate", "resets", "round",
-    "scalar", "sgn", "sin", "sinh", "sort", "sort_by_label", "sort_by_label_desc", "sort_desc", "sqrt",
-    "stddev_over_time", "stdvar_over_time", "sum_over_time", "tan", "tanh", "time", "timestamp", "vector", "year",
-    // keywords and literals
-    "and", "or", "unless", "atan2", "offset", "bool", "inf", "nan", "start", "end",
-];
-
-/// Modifiers followed by a list of label names.
-const PROMQL_LABEL_LISTS: &[&str] = &["by", "without", "on", "ignoring", "group_left", "group_right"];
 
 /// Index just past the bracket closing the one at `open` (quotes respected).
 fn skip_balanced(chars: &[char], open: usize) -> usize {
@@ -237,76 +235,83 @@ fn is_ident_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_'
 }
 
-/// The metric names a PromQL expression selects: every word that is not a
-/// PromQL function, aggregation or keyword, outside label matchers, label
-/// lists, ranges, strings and Grafana variables.
-fn promql_metric_names(expr: &str) -> Vec<String> {
-    let chars: Vec<char> = expr.chars().collect();
-    let mut names = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '"' || c == '\'' || c == '`' {
-            i = skip_quoted(&chars, i);
-        } else if c == '{' || c == '[' {
-            i = skip_balanced(&chars, i);
-        } else if c == '#' {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-        } else if c == '$' {
-            // Grafana variable: $name, ${name}, $__rate_interval.
-            i += 1;
-            if i < chars.len() && chars[i] == '{' {
-                i = skip_balanced(&chars, i);
-            } else {
-                while i < chars.len() && is_ident_char(chars[i]) {
-                    i += 1;
-                }
-            }
-        } else if c.is_ascii_digit() || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit())) {
-            // Numbers, durations (15m, 1h30m), exponents.
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.' || chars[i] == '_') {
-                i += 1;
-            }
-        } else if is_ident_start(c) || c == ':' {
-            let start = i;
-            while i < chars.len() && (is_ident_char(chars[i]) || chars[i] == ':') {
-                i += 1;
-            }
-            let word: String = chars[start..i].iter().collect();
-            if PROMQL_LABEL_LISTS.contains(&word.to_ascii_lowercase().as_str()) {
-                let mut j = i;
-                while j < chars.len() && chars[j].is_whitespace() {
-                    j += 1;
-                }
-                if j < chars.len() && chars[j] == '(' {
-                    i = skip_balanced(&chars, j);
-                }
-            } else if !PROMQL_WORDS.contains(&word.to_ascii_lowercase().as_str()) {
-                names.push(word);
-            }
-        } else {
-            i += 1;
-        }
-    }
-    names
+/// Grafana's interval variables, replaced by a duration so that the
+/// expression parses (other variables only appear inside label strings).
+const GRAFANA_INTERVALS: [&str; 4] = ["$__rate_interval", "$__interval", "$__range", "${__rate_interval}"];
+
+/// A selector of the expression: metric name and label matchers (name, op, value).
+struct Selector {
+    name: String,
+    matchers: Vec<(String, promql_parser::label::MatchOp, String)>,
 }
 
-/// Errors of a PromQL expression: metrics that nothing exports.
+struct Selectors(Vec<Selector>);
+
+impl promql_parser::util::ExprVisitor for Selectors {
+    type Error = String;
+
+    fn pre_visit(&mut self, expr: &promql_parser::parser::Expr) -> Result<bool, String> {
+        use promql_parser::parser::Expr;
+        let selector = match expr {
+            Expr::VectorSelector(vs) => vs,
+            Expr::MatrixSelector(ms) => &ms.vs,
+            _ => return Ok(true),
+        };
+        let matchers: Vec<_> = selector.matchers.matchers.iter().map(|m| (m.name.clone(), m.op.clone(), m.value.clone())).collect();
+        let name = selector
+            .name
+            .clone()
+            .or_else(|| matchers.iter().find(|(n, _, _)| n == "__name__").map(|(_, _, v)| v.clone()))
+            .unwrap_or_default();
+        self.0.push(Selector { name, matchers });
+        Ok(true)
+    }
+}
+
+/// The selectors of a PromQL expression, parsed by promql-parser.
+fn promql_selectors(expr: &str) -> Result<Vec<Selector>, String> {
+    let mut text = expr.to_string();
+    for variable in GRAFANA_INTERVALS {
+        text = text.replace(variable, "5m");
+    }
+    let parsed = promql_parser::parser::parse(&text).map_err(|e| format!("does not parse as PromQL ({e}): {expr:?}"))?;
+    let mut selectors = Selectors(Vec::new());
+    promql_parser::util::walk_expr(&mut selectors, &parsed)?;
+    Ok(selectors.0)
+}
+
+/// Labels every scraped series has besides its own.
+const TARGET_LABELS: [&str; 3] = ["job", "instance", "__name__"];
+
+/// Errors of a PromQL expression: metrics that nothing exports, labels a
+/// metric does not have, values outside a label's closed set.
 fn check_promql(expr: &str, known: &Known) -> Vec<String> {
-    promql_metric_names(expr)
-        .into_iter()
-        .filter(|name| !known.metrics.contains(name))
-        .map(|name| {
-            let hint = if known.metrics.contains(&format!("{name}_bucket")) {
-                " (a histogram: use its _bucket, _sum or _count series)"
-            } else {
-                ""
-            };
-            format!("`{name}` is not a metric the services export{hint}: {expr:?}")
-        })
-        .collect()
+    let selectors = match promql_selectors(expr) {
+        Ok(s) => s,
+        Err(e) => return vec![e],
+    };
+    let mut errors = Vec::new();
+    for Selector { name, matchers } in selectors {
+        if !known.metrics.contains(&name) {
+            let hint = if known.metrics.contains(&format!("{name}_bucket")) { " (a histogram: use its _bucket, _sum or _count series)" } else { "" };
+            errors.push(format!("`{name}` is not a metric the services export{hint}: {expr:?}"));
+            continue;
+        }
+        let Some(family) = known.families.get(&name) else { continue };
+        for (label, op, value) in matchers {
+            let histogram_le = family.metric_type == meter_telemetry::MetricType::Histogram && label == "le";
+            if !family.labels.contains(&label.as_str()) && !TARGET_LABELS.contains(&label.as_str()) && !histogram_le {
+                errors.push(format!("`{name}` has no label `{label}` (it has {:?}): {expr:?}", family.labels));
+            }
+            let closed = family.closed_labels.iter().find(|l| l.label == label);
+            if let (Some(closed), promql_parser::label::MatchOp::Equal) = (closed, &op) {
+                if !closed.values.contains(&value.as_str()) {
+                    errors.push(format!("`{name}{{{label}=\"{value}\"}}` never exists: {label} is one of {:?}: {expr:?}", closed.values));
+                }
+            }
+        }
+    }
+    errors
 }
 
 // ------------------------------------------------------------ ClickHouse --
@@ -936,6 +941,9 @@ fn promql_check_catches_wrong_metric_names() {
         "process_cpu_seconds_total",                                 // not exported
         "sum by (kind) (meter_aggregator_events_consumed) > 0",     // missing _total
         "sum(rate(meter_sink_rows_inserted_total[5m])) / meter_x",   // unknown second metric
+        "meter_aggregator_events_late_total{reason=\"too_late\"}",  // a reason that does not exist
+        "meter_aggregator_events_late_total{tenant=\"acme\"}",      // a label it does not have
+        "sum(rate(meter_sink_rows_inserted_total[5m])",              // does not parse
     ] {
         assert!(!check_promql(wrong, &known).is_empty(), "the PromQL check accepts {wrong:?}");
     }

@@ -88,7 +88,7 @@ impl TestEnv {
         config.sink.group_id = format!("test.{unique}.sink");
         config.sink.metrics_listen = meter_config::ListenAddr::disabled();
         config.sink.flush_interval_ms = 300;
-        config.sink.max_backoff_ms = 2000;
+        config.retry.max_delay_ms = 2000;
         config.collector.metrics_listen = meter_config::ListenAddr::disabled();
         config.price_book = repo_root().join("config/price-book.toml");
         config.tenants.insert("acme".into(), meter_config::TenantConfig { time_zone: "Europe/Paris".parse().expect("an IANA zone"), period_grace_days: None });

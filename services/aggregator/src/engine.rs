@@ -297,16 +297,7 @@ pub enum Refusal {
 impl Refusal {
     /// Bounded reason label for metrics and dead letters.
     pub fn reason(&self) -> &'static str {
-        match self {
-            Refusal::Invalid(_) => "invalid_event",
-            Refusal::Unstamped => "unstamped_event",
-            Refusal::Unrated(RatingError::Overflow) => "overflow",
-            Refusal::Unrated(_) => "unrated",
-            Refusal::TenantAggregateLimit { .. } => "tenant_aggregate_limit",
-            Refusal::VmModeConflict { .. } => "vm_mode_conflict",
-            Refusal::VmTransitionCorrection => "vm_transition_correction",
-            Refusal::Overflow => "overflow",
-        }
+        crate::internal_events::DeadLetterReason::from(self).as_str()
     }
 }
 

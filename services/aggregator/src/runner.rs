@@ -15,7 +15,7 @@ use futures::future::try_join_all;
 use meter_config::MeterConfig;
 use meter_kafka::{kind_of_topic, DeadLetters, KafkaError};
 use meter_model::{DeadLetter, EventCodec, EventKind, PeriodAction, PeriodControl};
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use meter_telemetry::InternalEvent;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -23,6 +23,10 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::engine::{EngineSettings, Outcome, PartitionState};
+use crate::internal_events::{
+    AggregateEmitted, Change, CheckRunCounted, ClockRecordWritten, ControlRecordApplied, DeadLetterReason, DuplicateDropped, EventApplied,
+    EventDeadLettered, EventLate, Position, ProduceFailed, RecordConsumed,
+};
 use crate::poison::{Attempt, InFlight};
 use crate::pricing::PriceBook;
 
@@ -43,75 +47,7 @@ pub enum RunError {
 /// How often the consumer-lag gauge is refreshed (one request per partition).
 const LAG_EVERY: Duration = Duration::from_secs(5);
 
-#[derive(Clone)]
-pub struct AggregatorMetrics {
-    consumed: IntCounterVec,
-    applied: IntCounterVec,
-    control_records: IntCounterVec,
-    clock_records: prometheus::IntCounter,
-    duplicates: IntCounterVec,
-    late: IntCounterVec,
-    dead_lettered: IntCounterVec,
-    emitted: IntCounterVec,
-    produce_errors: IntCounterVec,
-    open_aggregates: IntGauge,
-    watermark: IntGaugeVec,
-    /// Business metric: check runs counted, per tenant and status (OK, KO,
-    /// MISSED...). Tenants are a bounded, configured set.
-    tenant_check_runs: IntCounterVec,
-    consumer_lag: IntGaugeVec,
-}
-
-impl AggregatorMetrics {
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-            registry.register(Box::new(c.clone()))?;
-            Ok(c)
-        };
-        let open_aggregates = IntGauge::new("meter_aggregator_window_state_aggregates", "Open aggregates held in memory.")?;
-        registry.register(Box::new(open_aggregates.clone()))?;
-        let watermark = IntGaugeVec::new(
-            Opts::new("meter_aggregator_watermark_timestamp_seconds", "Recorded wall clock per input partition (the latest clock record applied)."),
-            &["topic", "partition"],
-        )?;
-        registry.register(Box::new(watermark.clone()))?;
-        Ok(AggregatorMetrics {
-            consumed: counter("meter_aggregator_events_consumed_total", "Input messages consumed.", &["kind"])?,
-            applied: counter(
-                "meter_aggregator_events_applied_total",
-                "Events applied to their windows: counted (new), corrected (a higher version replaced the earlier one), retracted (deleted).",
-                &["kind", "change"],
-            )?,
-            control_records: counter("meter_aggregator_control_records_applied_total", "Control records (recorded clock, explicit closes) applied.", &["kind"])?,
-            clock_records: {
-                let c = prometheus::IntCounter::new("meter_aggregator_clock_records_written_total", "Clock records written into owned partitions.")?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
-            duplicates: counter("meter_aggregator_duplicates_dropped_total", "Events dropped as duplicates.", &["kind"])?,
-            late: counter("meter_aggregator_events_late_total", "Events of a closed billing month, sent to the late-events topic.", &["kind", "reason"])?,
-            dead_lettered: counter("meter_aggregator_events_dead_lettered_total", "Events sent to the dead-letter topic.", &["kind", "reason"])?,
-            emitted: counter("meter_aggregator_aggregates_emitted_total", "Aggregate revisions acknowledged on the aggregate topic (state: revision or final).", &["kind", "state"])?,
-            produce_errors: counter("meter_aggregator_produce_errors_total", "Failed produce attempts to output topics.", &["topic"])?,
-            open_aggregates,
-            watermark,
-            tenant_check_runs: counter(
-                "meter_tenant_check_runs_total",
-                "Supervision check runs counted, per tenant and status (OK, WARNING, KO, UNKNOWN, MISSED).",
-                &["tenant", "status"],
-            )?,
-            consumer_lag: {
-                let g = IntGaugeVec::new(
-                    Opts::new("meter_aggregator_consumer_lag_messages", "Messages between the partition's end and the next offset to apply."),
-                    &["topic", "partition"],
-                )?;
-                registry.register(Box::new(g.clone()))?;
-                g
-            },
-        })
-    }
-}
+pub use crate::internal_events::AggregatorMetrics;
 
 /// Collects revoked partitions so the loop drops their (now foreign) state.
 #[derive(Clone, Default)]
@@ -262,10 +198,11 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                 let payload = message.payload().unwrap_or_default();
                 let at = message.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis).unwrap_or_default();
                 let control = meter_kafka::is_control(&message);
-                let letter = |error_kind: &str, error: String| DeadLetter {
+                let position = Position { topic: &topic, partition: partition_id, offset };
+                let letter = |reason: DeadLetterReason, error: &str| DeadLetter {
                     component: "aggregator".into(),
-                    error_kind: error_kind.into(),
-                    error,
+                    error_kind: reason.as_str().into(),
+                    error: error.to_string(),
                     original: payload.to_vec(),
                     event_kind: Some(kind.slug().into()),
                     source_file: None,
@@ -281,7 +218,7 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                 let processed = match attempt {
                     Attempt::SetAside { attempts } => {
                         partition.state.skip(offset);
-                        Processed::Refused("processing_aborted", format!("processing this record ended the aggregator {attempts} times"))
+                        Processed::Refused(DeadLetterReason::ProcessingAborted, format!("processing this record ended the aggregator {attempts} times"))
                     }
                     Attempt::Process => {
                         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -289,43 +226,51 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                         }));
                         result.unwrap_or_else(|_| {
                             partition.state.skip(offset);
-                            Processed::Refused("processing_panic", "processing this record panicked".into())
+                            Processed::Refused(DeadLetterReason::ProcessingPanic, "processing this record panicked".into())
                         })
                     }
                 };
                 if let Some(f) = partition.inflight.as_mut() {
                     f.end(offset);
                 }
-                metrics.consumed.with_label_values(&[kind.slug()]).inc();
+                RecordConsumed { kind }.emit(&metrics);
                 match processed {
-                    Processed::Outcome(event, outcome) => match outcome {
-                        Outcome::Counted | Outcome::Corrected | Outcome::Retracted => {
-                            let label = match outcome {
-                                Outcome::Corrected => "corrected",
-                                Outcome::Retracted => "retracted",
-                                _ => "counted",
-                            };
-                            metrics.applied.with_label_values(&[kind.slug(), label]).inc();
-                            if let meter_model::Event::CheckResult(c) = &event {
-                                let tenant = tenant_label(&settings.calendar, &c.header.tenant);
-                                metrics.tenant_check_runs.with_label_values(&[tenant, c.status.avro_symbol()]).inc();
+                    Processed::Outcome(event, outcome) => {
+                        let header = event.header();
+                        let (tenant, event_id) = (header.tenant.as_str(), header.event_id.as_str());
+                        let change = match outcome {
+                            Outcome::Counted => Some(Change::Counted),
+                            Outcome::Corrected => Some(Change::Corrected),
+                            Outcome::Retracted => Some(Change::Retracted),
+                            _ => None,
+                        };
+                        match outcome {
+                            Outcome::Counted | Outcome::Corrected | Outcome::Retracted => {
+                                if let Some(change) = change {
+                                    EventApplied { kind, change, tenant, event_id }.emit(&metrics);
+                                }
+                                if let meter_model::Event::CheckResult(c) = &event {
+                                    let tenant_label = tenant_label(&settings.calendar, tenant);
+                                    CheckRunCounted { tenant_label, status: c.status.avro_symbol() }.emit(&metrics);
+                                }
                             }
+                            Outcome::Duplicate => DuplicateDropped { kind, tenant, event_id }.emit(&metrics),
+                            Outcome::Late(reason) => {
+                                send_late(config, &producer, &topic, partition_id, offset, reason.label(), tenant, payload).await?;
+                                EventLate { kind, reason, tenant, at: position }.emit(&metrics);
+                            }
+                            Outcome::Refused(refusal) => {
+                                let (reason, error) = (DeadLetterReason::from(&refusal), refusal.to_string());
+                                dead_letters.send(&letter(reason, &error)).await?;
+                                EventDeadLettered { kind, reason, error: &error, at: position }.emit(&metrics);
+                            }
+                            Outcome::Control => {}
                         }
-                        Outcome::Duplicate => metrics.duplicates.with_label_values(&[kind.slug()]).inc(),
-                        Outcome::Late(reason) => {
-                            send_late(config, &producer, &topic, partition_id, offset, reason.label(), &event.header().tenant, payload).await?;
-                            metrics.late.with_label_values(&[kind.slug(), reason.label()]).inc();
-                        }
-                        Outcome::Refused(refusal) => {
-                            dead_letters.send(&letter(refusal.reason(), refusal.to_string())).await?;
-                            metrics.dead_lettered.with_label_values(&[kind.slug(), refusal.reason()]).inc();
-                        }
-                        Outcome::Control => {}
-                    },
-                    Processed::Control => metrics.control_records.with_label_values(&[kind.slug()]).inc(),
+                    }
+                    Processed::Control => ControlRecordApplied { kind }.emit(&metrics),
                     Processed::Refused(reason, error) => {
-                        dead_letters.send(&letter(reason, error)).await?;
-                        metrics.dead_lettered.with_label_values(&[kind.slug(), reason]).inc();
+                        dead_letters.send(&letter(reason, &error)).await?;
+                        EventDeadLettered { kind, reason, error: &error, at: position }.emit(&metrics);
                     }
                 }
                 if let Some(clock) = partition.state.clock {
@@ -414,7 +359,7 @@ enum Processed {
     Outcome(meter_model::Event, Outcome),
     Control,
     /// (reason, error) for the dead-letter topic.
-    Refused(&'static str, String),
+    Refused(DeadLetterReason, String),
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -436,7 +381,7 @@ fn process(
             }
             Err(e) => {
                 state.skip(offset);
-                Processed::Refused("control_decode", e.to_string())
+                Processed::Refused(DeadLetterReason::ControlDecode, e.to_string())
             }
         };
     }
@@ -447,7 +392,7 @@ fn process(
         }
         Err(e) => {
             state.skip(offset);
-            Processed::Refused("avro_decode", e.to_string())
+            Processed::Refused(DeadLetterReason::AvroDecode, e.to_string())
         }
     }
 }
@@ -517,7 +462,7 @@ async fn write_clock_records(
         };
         meter_kafka::publish_control(producer, topic, *partition_id, &control).await?;
         partition.clock_written = Some(Instant::now());
-        metrics.clock_records.inc();
+        ClockRecordWritten { topic, partition: *partition_id, clock: now }.emit(metrics);
     }
     Ok(())
 }
@@ -629,14 +574,14 @@ async fn flush(
             let is_final = aggregate.is_final;
             sends.push(async move {
                 let result = meter_kafka::publish(producer, &topic, &key, &payload).await;
-                if result.is_err() {
-                    metrics.produce_errors.with_label_values(&[&topic]).inc();
+                if let Err(error) = &result {
+                    ProduceFailed { topic: &topic, error }.emit(metrics);
                 }
                 result.map(|_| (kind, is_final))
             });
         }
         for (kind, is_final) in try_join_all(sends).await? {
-            metrics.emitted.with_label_values(&[kind.slug(), if is_final { "final" } else { "revision" }]).inc();
+            AggregateEmitted { kind, is_final }.emit(metrics);
         }
         match store.save_owned(topic, *partition_id, &partition.state, partition.epoch) {
             Ok(()) => {}

@@ -40,6 +40,7 @@ pub struct MeterConfig {
     pub collector: CollectorConfig,
     pub aggregator: AggregatorConfig,
     pub sink: SinkConfig,
+    pub retry: RetryConfig,
     pub contracts: ContractsConfig,
     pub log: LogConfig,
     /// Path of the price book used to rate usage into costs.
@@ -57,6 +58,7 @@ impl Default for MeterConfig {
             collector: CollectorConfig::default(),
             aggregator: AggregatorConfig::default(),
             sink: SinkConfig::default(),
+            retry: RetryConfig::default(),
             contracts: ContractsConfig::default(),
             log: LogConfig::default(),
             price_book: PathBuf::from("config/price-book.toml"),
@@ -285,8 +287,6 @@ pub struct SinkConfig {
     pub batch_rows: usize,
     /// Longest wait before a partial batch is written.
     pub flush_interval_ms: u64,
-    /// Longest backoff between retries while ClickHouse is down.
-    pub max_backoff_ms: u64,
 }
 
 impl Default for SinkConfig {
@@ -296,8 +296,37 @@ impl Default for SinkConfig {
             metrics_listen: ListenAddr::local(9602),
             batch_rows: 10_000,
             flush_interval_ms: 1000,
-            max_backoff_ms: 10_000,
         }
+    }
+}
+
+/// How every client retries a server that fails (ClickHouse inserts, GLPI
+/// and Icinga requests, VM metric scrapes): one setting for all of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First wait after a failure.
+    pub min_delay_ms: u64,
+    /// Longest wait between two attempts (the wait doubles up to it).
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { min_delay_ms: 100, max_delay_ms: 10_000 }
+    }
+}
+
+impl RetryConfig {
+    /// Exponential backoff with jitter, without a limit on attempts: callers
+    /// hold their position while the server is down and go on when it is back.
+    pub fn backoff(&self) -> backon::ExponentialBuilder {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(self.min_delay_ms))
+            .with_max_delay(std::time::Duration::from_millis(self.max_delay_ms))
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
     }
 }
 
@@ -381,8 +410,8 @@ impl TenantCalendar {
     }
 }
 
-const SECTIONS: [&str; 10] =
-    ["kafka", "topics", "clickhouse", "collector", "aggregator", "sink", "contracts", "log", "price_book", "tenants"];
+const SECTIONS: [&str; 11] =
+    ["kafka", "topics", "clickhouse", "collector", "aggregator", "sink", "retry", "contracts", "log", "price_book", "tenants"];
 
 impl MeterConfig {
     /// Loads defaults, then the file (if given), then `METER_*` overrides,
@@ -418,6 +447,9 @@ impl MeterConfig {
         }
         if self.aggregator.max_open_aggregates_per_tenant == 0 {
             return Err(ConfigError::Invalid("aggregator.max_open_aggregates_per_tenant must be at least 1".into()));
+        }
+        if self.retry.min_delay_ms == 0 || self.retry.max_delay_ms < self.retry.min_delay_ms {
+            return Err(ConfigError::Invalid("retry.min_delay_ms must be at least 1 and at most retry.max_delay_ms".into()));
         }
         if self.sink.batch_rows == 0 {
             return Err(ConfigError::Invalid("sink.batch_rows must be at least 1".into()));

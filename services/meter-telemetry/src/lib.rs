@@ -3,10 +3,14 @@
 //! Metric names follow `meter_<noun>_<verb>_total`; labels are bounded
 //! (kind, reason code, topic, partition), never tenant ids or event ids.
 
+mod internal_event;
+
 use std::net::SocketAddr;
 
+pub use internal_event::{InternalEvent, LabelValues, MetricFamily, MetricType, BUILD_INFO, METRICS};
+
 use meter_config::{ListenAddr, LogConfig, LogFormat};
-use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, Registry, TextEncoder};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,12 +35,8 @@ pub fn init_logging(config: &LogConfig) {
 /// A registry with the `meter_build_info` gauge already in it.
 pub fn registry(service: &str) -> Result<Registry, TelemetryError> {
     let registry = Registry::new();
-    let build = IntGaugeVec::new(
-        Opts::new("meter_build_info", "Build information of the running service (value is always 1)."),
-        &["service", "version"],
-    )?;
+    let build = BUILD_INFO.register_gauge_vec(&registry)?;
     build.with_label_values(&[service, env!("CARGO_PKG_VERSION")]).set(1);
-    registry.register(Box::new(build))?;
     Ok(registry)
 }
 

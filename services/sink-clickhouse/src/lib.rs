@@ -8,6 +8,7 @@
 pub mod contract_metrics;
 pub mod contracts;
 pub mod details;
+pub mod internal_events;
 pub mod migrations;
 pub mod tenants;
 pub mod writer;

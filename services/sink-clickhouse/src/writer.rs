@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
-use meter_config::MeterConfig;
+use backon::Retryable;
+use meter_config::{MeterConfig, RetryConfig};
 use meter_kafka::{DeadLetters, KafkaError};
 use meter_model::{Aggregate, DeadLetter, EventCodec, EventKind};
-use prometheus::{Histogram, HistogramOpts, IntCounter, Opts, Registry};
+use meter_telemetry::InternalEvent;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -17,6 +18,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::details::{Accounting, DetailBatch};
+use crate::internal_events::{BatchInserted, InsertFailed};
 
 fn header(message: &rdkafka::message::BorrowedMessage<'_>, name: &str) -> Option<String> {
     use rdkafka::message::Headers;
@@ -40,30 +42,7 @@ pub enum SinkError {
     OutOfRange { id: String, what: &'static str },
 }
 
-#[derive(Clone)]
-pub struct SinkMetrics {
-    rows: IntCounter,
-    batches: IntCounter,
-    errors: IntCounter,
-    latency: Histogram,
-}
-
-impl SinkMetrics {
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let rows = IntCounter::with_opts(Opts::new("meter_sink_rows_inserted_total", "Rows acknowledged by ClickHouse."))?;
-        let batches = IntCounter::with_opts(Opts::new("meter_sink_batches_inserted_total", "INSERT batches acknowledged by ClickHouse."))?;
-        let errors = IntCounter::with_opts(Opts::new("meter_sink_insert_errors_total", "Failed INSERT attempts (each is retried)."))?;
-        let latency = Histogram::with_opts(
-            HistogramOpts::new("meter_sink_insert_duration_seconds", "Time to insert one batch.")
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-        )?;
-        registry.register(Box::new(rows.clone()))?;
-        registry.register(Box::new(batches.clone()))?;
-        registry.register(Box::new(errors.clone()))?;
-        registry.register(Box::new(latency.clone()))?;
-        Ok(SinkMetrics { rows, batches, errors, latency })
-    }
-}
+pub use crate::internal_events::SinkMetrics;
 
 /// One row of `aggregates`, in RowBinary order. Decimal(18, 6) travels as
 /// the unscaled Int64, DateTime as UInt32 seconds, Date as UInt16 days.
@@ -165,9 +144,9 @@ where
     insert.end().await
 }
 
-/// Inserts `rows` into `table`, retrying with exponential backoff while
+/// Inserts `rows` into `table`, retrying with the configured backoff while
 /// ClickHouse fails: the caller's consumer position does not move meanwhile.
-async fn insert_with_retry<T>(client: &clickhouse::Client, table: &str, rows: &mut Vec<T>, metrics: &SinkMetrics, max_backoff: Duration)
+async fn insert_with_retry<T>(client: &clickhouse::Client, table: &str, rows: &mut Vec<T>, metrics: &SinkMetrics, retry: &RetryConfig)
 where
     T: clickhouse::Row + Serialize,
     for<'a> T: clickhouse::RowWrite<Value<'a> = T>,
@@ -175,27 +154,20 @@ where
     if rows.is_empty() {
         return;
     }
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let timer = metrics.latency.start_timer();
-        match insert_rows(client, table, rows).await {
-            Ok(()) => {
-                timer.observe_duration();
-                metrics.rows.inc_by(rows.len() as u64);
-                metrics.batches.inc();
-                tracing::info!(table, rows = rows.len(), "batch inserted");
-                rows.clear();
-                return;
-            }
-            Err(e) => {
-                timer.stop_and_discard();
-                metrics.errors.inc();
-                tracing::warn!(table, error = %e, retry_in_ms = backoff.as_millis() as u64, rows = rows.len(),
-                    "insert failed; holding position and retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(max_backoff);
-            }
-        }
+    let batch: &Vec<T> = rows;
+    let attempt = || async move {
+        let started = Instant::now();
+        insert_rows(client, table, batch).await.map(|()| started.elapsed())
+    };
+    let inserted = attempt
+        .retry(retry.backoff())
+        .notify(|error, retry_in| InsertFailed { table, rows: batch.len(), error, retry_in }.emit(metrics))
+        .await;
+    // The backoff has no attempt limit: an error here cannot happen, but it
+    // must not drop rows either, so they stay for the next flush.
+    if let Ok(duration) = inserted {
+        BatchInserted { table, rows: rows.len(), duration }.emit(metrics);
+        rows.clear();
     }
 }
 
@@ -237,7 +209,7 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
     let limits = meter_model::Limits {
         max_clock_skew: chrono::Duration::seconds(i64::try_from(config.aggregator.max_clock_skew_seconds).unwrap_or(i64::MAX / 1000)),
     };
-    let max_backoff = Duration::from_millis(config.sink.max_backoff_ms.max(100));
+    let retry = &config.retry;
     let mut batch: Vec<AggregateRow> = Vec::new();
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
     let mut batch_started = Instant::now();
@@ -249,7 +221,7 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
             r = tokio::time::timeout(wait, consumer.recv()) => r,
             _ = tokio::signal::ctrl_c() => {
                 tracing::info!("interrupted: writing the last batch and stopping");
-                write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut details, &mut positions, max_backoff).await?;
+                write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut details, &mut positions, retry).await?;
                 return Ok(());
             }
         };
@@ -308,12 +280,12 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
             Err(_elapsed) => {}
         }
         if batch.len() + details.len() >= config.sink.batch_rows || (!positions.is_empty() && batch_started.elapsed() >= flush_every) {
-            write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut details, &mut positions, max_backoff).await?;
+            write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut details, &mut positions, retry).await?;
             batch_started = Instant::now();
         }
         if stall.due() && tokio::task::block_in_place(|| stall.orphaned_partitions(&consumer, &topics)) {
             tracing::warn!("rejoining the consumer group so the broker reassigns stalled partitions");
-            write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut details, &mut positions, max_backoff).await?;
+            write_and_commit(&client, table, &consumer, &metrics, &mut batch, &mut details, &mut positions, retry).await?;
             batch_started = Instant::now();
             consumer.unsubscribe();
             consumer.subscribe(&topics)?;
@@ -339,12 +311,12 @@ async fn write_and_commit(
     batch: &mut Vec<AggregateRow>,
     details: &mut DetailBatch,
     positions: &mut HashMap<(String, i32), i64>,
-    max_backoff: Duration,
+    retry: &RetryConfig,
 ) -> Result<(), SinkError> {
-    insert_with_retry(client, table, batch, metrics, max_backoff).await;
-    insert_with_retry(client, EventKind::TicketTime.spec().detail_table, &mut details.tickets, metrics, max_backoff).await;
-    insert_with_retry(client, EventKind::CheckResult.spec().detail_table, &mut details.checks, metrics, max_backoff).await;
-    insert_with_retry(client, EventKind::VmUsage.spec().detail_table, &mut details.vms, metrics, max_backoff).await;
+    insert_with_retry(client, table, batch, metrics, retry).await;
+    insert_with_retry(client, EventKind::TicketTime.spec().detail_table, &mut details.tickets, metrics, retry).await;
+    insert_with_retry(client, EventKind::CheckResult.spec().detail_table, &mut details.checks, metrics, retry).await;
+    insert_with_retry(client, EventKind::VmUsage.spec().detail_table, &mut details.vms, metrics, retry).await;
     if !positions.is_empty() {
         let mut list = TopicPartitionList::new();
         for ((topic, partition), next) in positions.iter() {
