@@ -55,9 +55,9 @@ use meter_kafka::KafkaError;
 use meter_model::EventKind;
 
 pub use config::GlpiCollectorConfig;
+pub use csv_import::{publish_csv, read_csv, CsvImport, CsvRejection, CsvReport, CSV_COLUMNS};
 pub use paging::collect_once;
 pub use report::{GlpiReport, TaskRejection};
-pub use csv_import::{publish_csv, read_csv, CsvImport, CsvRejection, CsvReport, CSV_COLUMNS};
 
 /// The dead-letter component of GLPI tasks.
 pub const COMPONENT: &str = "collector-glpi";
