@@ -18,7 +18,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use collector_file::CollectorMetrics;
+use collector_runtime::CollectorMetrics;
 use collector_glpi::{collect_once, GlpiCollectorConfig};
 use meter_model::{DeadLetter, Event, EventCodec, EventHeader, EventKind, TechnicianProfile, TicketTime, TicketType};
 use meter_tests::{repo_root, TestEnv};
@@ -405,12 +405,12 @@ async fn glpi_tasks_become_ticket_time_exactly_once_across_a_failed_run() {
     assert!(by_task[&6].1.contains("14/01/2026"), "{:?}", by_task[&6]);
     assert_eq!(by_task[&9].0, "invalid_event");
     assert!(by_task[&9].1.contains("1667"), "{:?}", by_task[&9]);
-    let published = metrics.published.with_label_values(&["ticket-time"]).get();
+    let published = metrics.published_count("ticket-time");
     assert_eq!(published, 6);
-    assert_eq!(metrics.rejected.with_label_values(&["ticket-time", "unmapped_entity"]).get(), 1);
-    assert_eq!(metrics.read.with_label_values(&["ticket-time"]).get(), 10, "tasks 1-10, task 5 skipped included");
+    assert_eq!(metrics.rejected_count("ticket-time", "unmapped_entity"), 1);
+    assert_eq!(metrics.read_count("ticket-time"), 10, "tasks 1-10, task 5 skipped included");
     // Nothing dropped without a trace: the zero-minute task is counted by its reason.
-    assert_eq!(metrics.skipped.with_label_values(&["ticket-time", "no_time"]).get(), 1, "task 5 (0 minutes) is counted");
+    assert_eq!(metrics.skipped_count("ticket-time", "no_time"), 1, "task 5 (0 minutes) is counted");
 
     // Run 2, GLPI healthy again: it resumes after page 3 and publishes tasks 11-14 only.
     glpi.lock().unwrap().failing_tickets.clear();

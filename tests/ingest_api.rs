@@ -1,4 +1,4 @@
-//! The ingest API and `meter replay` against the real broker of the local
+//! The ingest API and replays (`meter collect file --rate`) against the real broker of the local
 //! stack, each test on its own topics (TestEnv).
 //!
 //! - The API runs in this process on 127.0.0.1:0 (`ingest_api::serve`),
@@ -16,7 +16,7 @@
 //!   rejections by reason, the run lasts at least what the rate implies, the
 //!   topic holds exactly the unique valid events (first version) and the
 //!   dead-letter topic the bad lines with their file and line; `meter
-//!   replay` prints the same summary.
+//!   collect file --rate` prints the same summary.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -24,9 +24,10 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use collector_file::CollectorMetrics;
+use collector_runtime::CollectorMetrics;
 use ingest_api::config::CollectorAccess;
-use ingest_api::{AppState, IngestApiConfig, IngestMetrics, ReplayOptions};
+use collector_file::ReplayOptions;
+use ingest_api::{AppState, IngestApiConfig, IngestMetrics};
 use meter_model::{DeadLetter, Event, EventCodec, EventKind};
 use meter_tests::TestEnv;
 use prometheus::Registry;
@@ -389,7 +390,7 @@ async fn replay_sends_each_valid_event_once_at_the_rate() {
     let metrics = CollectorMetrics::register(&registry).expect("metrics");
     let producer = meter_kafka::producer(&env.config.kafka).expect("producer");
     let rate = NonZeroU32::new(20).expect("non-zero");
-    let summary = ingest_api::replay(&env.config, &producer, &metrics, EventKind::TicketTime, &paths, &ReplayOptions::new(rate))
+    let summary = collector_file::replay(&env.config, &producer, &metrics, EventKind::TicketTime, &paths, &ReplayOptions::new(rate))
         .await
         .expect("replay");
 
@@ -446,10 +447,10 @@ async fn replay_sends_each_valid_event_once_at_the_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_meter_replay_command_prints_the_summary() {
+async fn the_collect_file_command_with_a_rate_prints_the_summary() {
     let env = TestEnv::new("replay_cmd").await;
     let (paths, unique) = write_history(env.dir.path());
-    let mut args = vec!["replay", "--kind", "ticket-time", "--rate", "1000"];
+    let mut args = vec!["collect", "file", "--kind", "ticket-time", "--rate", "1000"];
     args.extend(paths.iter().map(|p| p.to_str().expect("utf-8 path")));
     let output = env.meter(&args);
     let stdout = String::from_utf8_lossy(&output.stdout);

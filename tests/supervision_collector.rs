@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use collector_file::CollectorMetrics;
+use collector_runtime::CollectorMetrics;
 use collector_supervision::results::run_event_id;
 use collector_supervision::schedule::missed_event_id;
 use collector_supervision::{AppState, Publisher, Settings, SupervisionConfig};

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use collector_file::CollectorMetrics;
+use collector_runtime::CollectorMetrics;
 use collector_vm::{ScrapeState, Settings, VmCollectorConfig};
 use meter_model::{DeadLetter, Event, EventCodec, EventKind, SlaTier, VmTransition, VmUsage};
 use meter_tests::TestEnv;
@@ -146,7 +146,7 @@ async fn scrapes_publish_time_weighted_samples_and_csv_rows_with_a_bad_one() {
     assert_eq!(got, want);
     // The unmapped VM's usage is dead-lettered with its interval (not dropped), once per
     // scrape that covers time: 60 s, 60 s, 90 s (the retried instant covers none).
-    assert_eq!(metrics.rejected.with_label_values(&["vm-usage", "unmapped_vm"]).get(), 3);
+    assert_eq!(metrics.rejected_count("vm-usage", "unmapped_vm"), 3);
 
     // CSV: two good rows and a bad one (line 3).
     let csv = env.dir.path().join("vms.csv");

@@ -199,18 +199,9 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                 let at = message.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis).unwrap_or_default();
                 let control = meter_kafka::is_control(&message);
                 let position = Position { topic: &topic, partition: partition_id, offset };
-                let letter = |reason: DeadLetterReason, error: &str| DeadLetter {
-                    component: "aggregator".into(),
-                    error_kind: reason.as_str().into(),
-                    error: error.to_string(),
-                    original: payload.to_vec(),
-                    event_kind: Some(kind.slug().into()),
-                    source_file: None,
-                    source_line: None,
-                    source_topic: Some(topic.clone()),
-                    source_partition: Some(partition_id),
-                    source_offset: Some(offset),
-                    failed_at: meter_model::codec::to_millis(Utc::now()),
+                let letter = |reason: DeadLetterReason, error: &str| {
+                    DeadLetter::from_topic_position("aggregator", &topic, partition_id, offset, reason.as_str(), error.to_string(), payload)
+                        .of_kind(kind)
                 };
                 // A record that makes processing panic is dead-lettered, not
                 // retried forever (the engine computes before it mutates).

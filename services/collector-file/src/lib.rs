@@ -4,19 +4,21 @@
 //! and reason, dead-lettered with its original bytes, and the rest goes on.
 
 pub mod csv_table;
+pub mod replay;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
 use chrono::Utc;
-use futures::stream::{FuturesUnordered, StreamExt};
+use collector_runtime::{CollectorMetrics, Publisher};
 use indicatif::{ProgressBar, ProgressStyle};
 use meter_config::MeterConfig;
-use meter_kafka::{event_key, event_topic, DeadLetters, KafkaError};
-use meter_model::{codec::to_millis, DeadLetter, Event, EventCodec, EventKind};
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use meter_kafka::KafkaError;
+use meter_model::{DeadLetter, Event, EventKind};
 use rdkafka::producer::FutureProducer;
+
+pub use replay::{replay, ReplayOptions, ReplaySummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
@@ -28,76 +30,8 @@ pub enum CollectError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// Why an HTTP answer was not read.
-#[derive(Debug, thiserror::Error)]
-pub enum CappedBodyError {
-    #[error("{0}")]
-    Http(#[from] reqwest::Error),
-    #[error("the answer is larger than {max} bytes: refused (never read whole)")]
-    TooLarge { max: usize },
-}
-
-/// Reads an HTTP answer of a collected system (GLPI, a VM metrics endpoint)
-/// up to `max` bytes: a declared or actual longer body is refused as soon as
-/// it passes the limit, so a broken or hostile server cannot exhaust memory.
-pub async fn read_body_capped(mut response: reqwest::Response, max: usize) -> Result<Vec<u8>, CappedBodyError> {
-    if response.content_length().is_some_and(|n| n > max as u64) {
-        return Err(CappedBodyError::TooLarge { max });
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if body.len() + chunk.len() > max {
-            return Err(CappedBodyError::TooLarge { max });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// Counters of the collector, registered once per process.
-#[derive(Clone)]
-pub struct CollectorMetrics {
-    pub read: IntCounterVec,
-    pub published: IntCounterVec,
-    pub rejected: IntCounterVec,
-    /// `meter_collector_events_skipped_total{kind, reason}`: input records
-    /// neither published nor dead-lettered, by a bounded reason (an Icinga
-    /// stream result of a host or check that is not billed, a GLPI task
-    /// without time): counted, so that nothing is dropped without a trace.
-    pub skipped: IntCounterVec,
-    pub last_success: IntGaugeVec,
-}
-
-impl CollectorMetrics {
-    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let read = IntCounterVec::new(Opts::new("meter_collector_events_read_total", "Input records read."), &["kind"])?;
-        let published = IntCounterVec::new(
-            Opts::new("meter_collector_events_published_total", "Events acknowledged by the broker."),
-            &["kind"],
-        )?;
-        let rejected = IntCounterVec::new(
-            Opts::new("meter_collector_events_rejected_total", "Input records refused and dead-lettered, by reason."),
-            &["kind", "reason"],
-        )?;
-        let skipped = IntCounterVec::new(
-            Opts::new(
-                "meter_collector_events_skipped_total",
-                "Input records neither published nor dead-lettered (not billed: unmapped stream results, tasks without time), by reason.",
-            ),
-            &["kind", "reason"],
-        )?;
-        let last_success = IntGaugeVec::new(
-            Opts::new("meter_collector_last_success_timestamp_seconds", "Unix time of the last successful publish, by source."),
-            &["source"],
-        )?;
-        registry.register(Box::new(read.clone()))?;
-        registry.register(Box::new(published.clone()))?;
-        registry.register(Box::new(rejected.clone()))?;
-        registry.register(Box::new(skipped.clone()))?;
-        registry.register(Box::new(last_success.clone()))?;
-        Ok(CollectorMetrics { read, published, rejected, skipped, last_success })
-    }
-}
+/// `source` label of `meter_collector_last_success_timestamp_seconds` for files.
+pub const METRIC_SOURCE: &str = "file";
 
 /// What happened to one bad line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,7 +73,7 @@ pub struct CollectOptions {
 
 impl Default for CollectOptions {
     fn default() -> Self {
-        CollectOptions { show_progress: false, max_in_flight: 10_000, keep_published: false }
+        CollectOptions { show_progress: false, max_in_flight: collector_runtime::DEFAULT_MAX_IN_FLIGHT, keep_published: false }
     }
 }
 
@@ -220,19 +154,7 @@ impl<R: BufRead> JsonLines<R> {
 
 /// The dead letter of a refused line or row of a file.
 pub fn file_dead_letter(component: &str, kind: EventKind, file: &str, line: u64, reason: &str, error: &str, original: &[u8]) -> DeadLetter {
-    DeadLetter {
-        component: component.into(),
-        error_kind: reason.into(),
-        error: error.into(),
-        original: original.to_vec(),
-        event_kind: Some(kind.slug().into()),
-        source_file: Some(file.into()),
-        source_line: Some(line as i64),
-        source_topic: None,
-        source_partition: None,
-        source_offset: None,
-        failed_at: to_millis(Utc::now()),
-    }
+    DeadLetter::from_file_line(component, file, line, reason, error, original).of_kind(kind)
 }
 
 /// What a whole-file import publishes: dead-letters the refused rows (with
@@ -257,33 +179,17 @@ impl FileImport<'_> {
         events: Vec<Event>,
         rejections: &[csv_table::CsvRejection],
     ) -> Result<u64, KafkaError> {
-        let kind_label = self.kind.slug();
-        let dead_letters = DeadLetters::with_producer(producer.clone(), config.topics.dead_letters.clone());
+        let publisher = Publisher::new(config, producer.clone(), metrics.clone(), self.source_label);
         for r in rejections {
             tracing::warn!(file = %self.file_name, line = r.line, reason = r.reason, error = %r.error, "rejected row");
-            dead_letters
-                .send(&file_dead_letter(self.component, self.kind, self.file_name, r.line, r.reason, &r.error, &r.original))
+            publisher
+                .dead_letter(&file_dead_letter(self.component, self.kind, self.file_name, r.line, r.reason, &r.error, &r.original))
                 .await?;
-            metrics.rejected.with_label_values(&[kind_label, r.reason]).inc();
         }
-        let topic = event_topic(&config.topics, self.kind).to_string();
-        let mut in_flight = FuturesUnordered::new();
-        for mut event in events {
-            event.header_mut().ingest_time = to_millis(Utc::now());
-            let payload = EventCodec::encode_event(&event)?;
-            let key = event_key(&event.header().tenant).to_string();
-            let (producer, topic) = (producer.clone(), topic.clone());
-            in_flight.push(async move { meter_kafka::publish(&producer, &topic, &key, &payload).await });
-        }
-        let mut published = 0u64;
-        while let Some(result) = in_flight.next().await {
-            result?;
-            published += 1;
-        }
-        metrics.read.with_label_values(&[kind_label]).inc_by(self.rows);
-        metrics.published.with_label_values(&[kind_label]).inc_by(published);
+        let published = publisher.publish_all(events).await?;
+        metrics.read(self.kind.slug(), self.rows);
         if published > 0 {
-            metrics.last_success.with_label_values(&[self.source_label]).set(Utc::now().timestamp());
+            publisher.succeeded();
         }
         Ok(published)
     }
@@ -322,11 +228,11 @@ pub async fn collect_file(
     } else {
         ProgressBar::hidden()
     };
-    let dead_letters = DeadLetters::with_producer(producer.clone(), config.topics.dead_letters.clone());
-    let topic = event_topic(&config.topics, kind).to_string();
+    let publisher =
+        Publisher::new(config, producer.clone(), metrics.clone(), METRIC_SOURCE).with_max_in_flight(options.max_in_flight);
     let kind_label = kind.slug();
     let mut report = CollectReport::default();
-    let mut in_flight = FuturesUnordered::new();
+    let mut batch = publisher.batch();
     let mut lines = JsonLines::new(BufReader::new(file), kind);
     let mut raw = Vec::new();
     while let Some(JsonLine { number: line_number, bytes_read, parsed }) =
@@ -334,42 +240,24 @@ pub async fn collect_file(
     {
         progress.inc(bytes_read as u64);
         report.lines_read += 1;
-        metrics.read.with_label_values(&[kind_label]).inc();
+        metrics.read(kind_label, 1);
         match parsed {
-            Ok(mut event) => {
-                event.header_mut().ingest_time = to_millis(Utc::now());
+            Ok(event) => {
                 if options.keep_published {
                     report.published_events.push((event.header().tenant.clone(), event.header().event_time));
                 }
-                let payload = EventCodec::encode_event(&event).map_err(KafkaError::from)?;
-                let key = event_key(&event.header().tenant).to_string();
-                let producer = producer.clone();
-                let topic = topic.clone();
-                in_flight.push(async move { meter_kafka::publish(&producer, &topic, &key, &payload).await });
-                if in_flight.len() >= options.max_in_flight {
-                    if let Some(result) = in_flight.next().await {
-                        result?;
-                        report.published += 1;
-                    }
-                }
+                batch.push(event).await?;
             }
             Err((reason, error)) => {
                 progress.suspend(|| tracing::warn!(file = %file_name, line = line_number, reason, %error, "rejected line"));
-                metrics.rejected.with_label_values(&[kind_label, reason]).inc();
-                dead_letters
-                    .send(&file_dead_letter("collector-file", kind, &file_name, line_number, reason, &error, &raw))
-                    .await?;
+                publisher.dead_letter(&file_dead_letter("collector-file", kind, &file_name, line_number, reason, &error, &raw)).await?;
                 report.rejections.push(Rejection { line: line_number, reason, error });
             }
         }
     }
-    while let Some(result) = in_flight.next().await {
-        result?;
-        report.published += 1;
-    }
-    metrics.published.with_label_values(&[kind_label]).inc_by(report.published);
+    report.published = batch.finish().await?;
     if report.published > 0 {
-        metrics.last_success.with_label_values(&["file"]).set(Utc::now().timestamp());
+        publisher.succeeded();
     }
     progress.finish_and_clear();
     tracing::info!(file = %file_name, kind = kind_label, lines = report.lines_read, published = report.published,
@@ -382,51 +270,6 @@ mod tests {
     use super::*;
 
     const GOOD: &str = r#"{"event_id":"glpi-1","source":"glpi","tenant":"acme","subsidiary":"acme-fr","domain":"infrastructure","event_time":"2024-01-08T10:00:00Z","ticket_id":"T1","task_id":"1","ticket_type":"INCIDENT","category_path":["RUN","MCO","servers"],"requester":"alice","technician":"bob","technician_profile":"ENGINEER","minutes_worked":165,"start_time":"2024-01-08T07:15:00Z"}"#;
-
-    /// Serves one HTTP answer with a body of `size` bytes, chunked (no length) or not.
-    async fn serve_once(size: usize, chunked: bool) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = [0u8; 1024];
-            let _ = socket.read(&mut request).await;
-            let chunk = vec![b'x'; 4096];
-            if chunked {
-                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await;
-                let mut left = size;
-                while left > 0 {
-                    let n = left.min(chunk.len());
-                    if socket.write_all(format!("{n:x}\r\n").as_bytes()).await.is_err()
-                        || socket.write_all(&chunk[..n]).await.is_err()
-                        || socket.write_all(b"\r\n").await.is_err()
-                    {
-                        return;
-                    }
-                    left -= n;
-                }
-                let _ = socket.write_all(b"0\r\n\r\n").await;
-            } else {
-                let _ = socket.write_all(format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n").as_bytes()).await;
-                let _ = socket.write_all(&vec![b'x'; size]).await;
-            }
-        });
-        format!("http://{addr}/")
-    }
-
-    #[tokio::test]
-    async fn http_answers_are_read_up_to_the_cap_only() {
-        let client = reqwest::Client::new();
-        for chunked in [false, true] {
-            let url = serve_once(10_000, chunked).await;
-            let body = read_body_capped(client.get(&url).send().await.unwrap(), 10_000).await.unwrap();
-            assert_eq!(body.len(), 10_000);
-            let url = serve_once(10_000_000, chunked).await;
-            let err = read_body_capped(client.get(&url).send().await.unwrap(), 100_000).await.unwrap_err();
-            assert!(matches!(err, CappedBodyError::TooLarge { max: 100_000 }), "chunked {chunked}: {err}");
-        }
-    }
 
     #[test]
     fn good_line_parses() {

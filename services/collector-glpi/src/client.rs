@@ -141,8 +141,8 @@ impl GlpiClient {
             .get("Content-Range")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_content_range);
-        let body = collector_file::read_body_capped(response, MAX_RESPONSE_BYTES).await.map_err(|e| match e {
-            collector_file::CappedBodyError::Http(source) => GlpiError::Http { url: shown.clone(), source },
+        let body = collector_runtime::read_body_capped(response, MAX_RESPONSE_BYTES).await.map_err(|e| match e {
+            collector_runtime::CappedBodyError::Http(source) => GlpiError::Http { url: shown.clone(), source },
             e => GlpiError::Protocol { url: shown.clone(), message: e.to_string() },
         })?;
         Ok(Answer { url: shown, status, content_range, body })

@@ -31,7 +31,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use collector_file::CollectorMetrics;
+use collector_runtime::CollectorMetrics;
 use meter_config::MeterConfig;
 use meter_model::codec::to_millis;
 use meter_model::{Event, EventHeader, EventKind, TechnicianProfile, TicketTime, TicketType};
@@ -244,7 +244,7 @@ pub async fn publish_csv(
     };
     let events = std::mem::take(&mut import.events).into_iter().map(|(_, e)| Event::TicketTime(e)).collect();
     let published = import_target.publish(meter, producer, metrics, events, &import.rejections).await?;
-    metrics.skipped.with_label_values(&[EventKind::TicketTime.slug(), crate::SKIP_NO_TIME]).inc_by(import.skipped);
+    metrics.skipped(EventKind::TicketTime.slug(), crate::SKIP_NO_TIME, import.skipped);
     tracing::info!(file = %file_name, rows = import.rows, published, skipped = import.skipped,
         rejected = import.rejections.len(), "CSV collected");
     Ok(CsvReport { rows: import.rows, published, skipped: import.skipped, rejections: import.rejections })

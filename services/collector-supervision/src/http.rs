@@ -19,8 +19,6 @@
 //! | 503 | the broker did not acknowledge (retry: the same results count once) | maybe some |
 //! | 200 | every result published, acknowledged by the broker | all |
 
-use std::sync::Arc;
-
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -28,127 +26,15 @@ use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 use chrono::Utc;
-use collector_file::CollectorMetrics;
-use futures::future::join_all;
-use meter_config::MeterConfig;
-use meter_kafka::{event_key, DeadLetters, KafkaError};
-use meter_model::codec::to_millis;
-use meter_model::{CheckResult, DeadLetter, Event, EventCodec, EventKind};
-use rdkafka::producer::FutureProducer;
+use meter_kafka::KafkaError;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::config::{Settings, Token};
+use crate::app::AppState;
+use crate::config::Token;
+use crate::publish::{Location, KIND};
 use crate::results::{loggable, to_event, Incoming};
-use crate::{icinga, nrdp, COMPONENT, METRIC_SOURCE};
-
-const KIND: EventKind = EventKind::CheckResult;
-
-/// Where an input came from, for dead letters (`source_file`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Location(String);
-
-impl Location {
-    pub fn new(text: impl Into<String>) -> Self {
-        Location(text.into())
-    }
-}
-
-/// Publishes events and dead letters, and counts them.
-pub struct Publisher {
-    producer: FutureProducer,
-    topic: String,
-    dead_letters: DeadLetters,
-    metrics: CollectorMetrics,
-}
-
-impl Publisher {
-    pub fn new(meter: &MeterConfig, producer: FutureProducer, metrics: CollectorMetrics) -> Self {
-        Publisher {
-            dead_letters: DeadLetters::with_producer(producer.clone(), meter.topics.dead_letters.clone()),
-            topic: meter_kafka::event_topic(&meter.topics, KIND).to_string(),
-            producer,
-            metrics,
-        }
-    }
-
-    pub fn metrics(&self) -> &CollectorMetrics {
-        &self.metrics
-    }
-
-    /// Publishes check results (keyed by tenant) and waits for every acknowledgement.
-    pub async fn publish(&self, events: Vec<CheckResult>) -> Result<(), KafkaError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let now = to_millis(Utc::now());
-        let mut payloads = Vec::new();
-        for mut e in events {
-            e.header.ingest_time = now;
-            let key = event_key(&e.header.tenant).to_string();
-            payloads.push((key, EventCodec::encode_event(&Event::CheckResult(e))?));
-        }
-        let count = payloads.len() as u64;
-        let sends = payloads.iter().map(|(key, payload)| meter_kafka::publish(&self.producer, &self.topic, key, payload));
-        for result in join_all(sends).await {
-            result?;
-        }
-        self.metrics.published.with_label_values(&[KIND.slug()]).inc_by(count);
-        self.metrics.last_success.with_label_values(&[METRIC_SOURCE]).set(Utc::now().timestamp());
-        Ok(())
-    }
-
-    /// Dead-letters an input with its original bytes.
-    pub async fn dead_letter(
-        &self,
-        reason: &'static str,
-        error: &str,
-        original: &[u8],
-        location: &Location,
-        line: Option<i64>,
-    ) -> Result<(), KafkaError> {
-        self.dead_letters
-            .send(&DeadLetter {
-                component: COMPONENT.into(),
-                error_kind: reason.into(),
-                error: error.to_string(),
-                original: original.to_vec(),
-                event_kind: Some(KIND.slug().into()),
-                source_file: Some(location.0.clone()),
-                source_line: line,
-                source_topic: None,
-                source_partition: None,
-                source_offset: None,
-                failed_at: to_millis(Utc::now()),
-            })
-            .await?;
-        self.metrics.rejected.with_label_values(&[KIND.slug(), reason]).inc();
-        Ok(())
-    }
-}
-
-struct Inner {
-    settings: Settings,
-    publisher: Publisher,
-}
-
-/// What the endpoint needs: the settings and the publisher.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-impl AppState {
-    pub fn new(settings: Settings, publisher: Publisher) -> Self {
-        AppState(Arc::new(Inner { settings, publisher }))
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.0.settings
-    }
-
-    pub fn publisher(&self) -> &Publisher {
-        &self.0.publisher
-    }
-}
+use crate::{icinga, nrdp};
 
 /// The routes, with the request timeout and the concurrency limit.
 pub fn router(state: AppState) -> Router {
@@ -223,7 +109,7 @@ pub async fn accept(
 ) -> Outcome {
     let settings = state.settings();
     let publisher = state.publisher();
-    publisher.metrics.read.with_label_values(&[KIND.slug()]).inc_by(results.len() as u64);
+    publisher.metrics().read(KIND.slug(), results.len() as u64);
     let received = Utc::now();
     let (mut events, mut rejected, mut forbidden) = (Vec::new(), Vec::new(), Vec::new());
     for (i, r) in results.iter().enumerate() {

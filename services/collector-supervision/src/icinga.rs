@@ -14,7 +14,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::IcingaConfig;
-use crate::http::{AppState, Location};
+use crate::app::AppState;
+use crate::publish::Location;
 use crate::results::{loggable, status_of, unix_seconds, whole, Incoming, StateCode};
 use crate::perfdata::split_plugin_output;
 use crate::SupervisionError;
@@ -509,7 +510,7 @@ async fn handle_line(state: &AppState, line: &[u8], location: &Location, report:
             // billed: that would be most of the stream), but counted.
             report.unmapped += 1;
             let kind = meter_model::EventKind::CheckResult.slug();
-            state.publisher().metrics().skipped.with_label_values(&[kind, e.reason()]).inc();
+            state.publisher().metrics().skipped(kind, e.reason(), 1);
             tracing::debug!(object = %loggable(&incoming.object_name()), reason = e.reason(), "not in the mapping; skipped (counted)");
         }
         Err(e) => {

@@ -28,23 +28,28 @@
 //! over the lookback window against the runs on the check-result topic, and
 //! missed runs are published ([`missed`]).
 
+pub mod app;
 pub mod config;
+pub mod event_ids;
 pub mod http;
 pub mod icinga;
 pub mod missed;
 pub mod nrdp;
 pub mod perfdata;
+pub mod publish;
 pub mod results;
 pub mod schedule;
 
 use std::net::SocketAddr;
 
-use collector_file::CollectorMetrics;
+use collector_runtime::CollectorMetrics;
 use meter_config::MeterConfig;
 use meter_kafka::KafkaError;
 
 pub use config::{Settings, SupervisionConfig};
-pub use http::{router, serve, AppState, Publisher};
+pub use app::AppState;
+pub use http::{router, serve};
+pub use publish::{Location, Publisher};
 pub use missed::{publish_missed_once, MissedReport};
 pub use schedule::{missed_runs, Schedule, ScheduledCheck, SeenRun};
 

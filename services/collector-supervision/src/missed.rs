@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use collector_file::CollectorMetrics;
+use collector_runtime::CollectorMetrics;
 use meter_config::{KafkaConfig, MeterConfig};
 use meter_model::{CheckResult, CheckStatus, Event, EventCodec, EventKind};
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -17,7 +17,8 @@ use rdkafka::message::Message;
 use rdkafka::ClientConfig;
 
 use crate::config::Settings;
-use crate::http::{AppState, Publisher};
+use crate::app::AppState;
+use crate::publish::Publisher;
 use crate::schedule::{missed_runs, Schedule, SeenRun};
 use crate::SupervisionError;
 

@@ -6,6 +6,7 @@ use meter_model::codec::to_millis;
 use meter_model::{CheckResult, CheckStatus, Event, EventHeader};
 
 use crate::config::Settings;
+use crate::event_ids::digest;
 use crate::perfdata::{parse_perfdata, PerfdataError};
 
 /// Whether a result is about a host or a service.
@@ -129,17 +130,6 @@ impl Incoming {
 /// characters escaped, so a newline cannot forge a log line.
 pub fn loggable(text: &str) -> String {
     text.escape_debug().to_string()
-}
-
-/// A hex digest of length-prefixed parts (so ("ab","c") and ("a","bc") differ).
-pub fn digest(parts: &[&str]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    for p in parts {
-        hasher.update((p.len() as u64).to_le_bytes());
-        hasher.update(p.as_bytes());
-    }
-    hex::encode(&hasher.finalize()[..16])
 }
 
 /// The event id of a run: from the source, "host!service" and the execution

@@ -234,7 +234,7 @@ impl SeenRun {
 
 /// The event id of the missed run of `check_id` on `host` due at `deadline`.
 pub fn missed_event_id(source: &str, check_id: &str, host: &str, deadline: DateTime<Utc>) -> String {
-    format!("missed-{}", crate::results::digest(&[source, check_id, host, &deadline.timestamp_millis().to_string()]))
+    format!("missed-{}", crate::event_ids::digest(&[source, check_id, host, &deadline.timestamp_millis().to_string()]))
 }
 
 /// Every scheduled run with a deadline in `[from, to]` whose window closed

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use collector_file::CollectorMetrics;
+use collector_runtime::CollectorMetrics;
 use meter_config::MeterConfig;
 use meter_model::codec::to_millis;
 use meter_model::{Event, EventHeader, EventKind, SlaTier, VmTransition, VmUsage};

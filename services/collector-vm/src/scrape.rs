@@ -15,12 +15,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use collector_file::CollectorMetrics;
-use futures::stream::{FuturesUnordered, StreamExt};
+use collector_runtime::{CollectorMetrics, Publisher};
 use meter_config::MeterConfig;
-use meter_kafka::{event_key, event_topic, DeadLetters, KafkaError};
-use meter_model::codec::to_millis;
-use meter_model::{DeadLetter, Event, EventCodec, EventHeader, EventKind, VmTransition, VmUsage};
+use meter_model::{DeadLetter, Event, EventHeader, EventKind, VmTransition, VmUsage};
 use rdkafka::producer::FutureProducer;
 
 use crate::config::{MetricNames, Settings};
@@ -250,8 +247,8 @@ async fn fetch(settings: &Settings) -> Result<String, VmError> {
     let url = settings.config.url.clone();
     let response = settings.client.get(&url).send().await.map_err(|source| VmError::Http { url: url.clone(), source })?;
     let status = response.status();
-    let body = collector_file::read_body_capped(response, MAX_RESPONSE_BYTES).await.map_err(|e| match e {
-        collector_file::CappedBodyError::Http(source) => VmError::Http { url: url.clone(), source },
+    let body = collector_runtime::read_body_capped(response, MAX_RESPONSE_BYTES).await.map_err(|e| match e {
+        collector_runtime::CappedBodyError::Http(source) => VmError::Http { url: url.clone(), source },
         e => VmError::Status { url: url.clone(), status: status.as_u16(), body: e.to_string() },
     })?;
     let body = String::from_utf8_lossy(&body).into_owned();
@@ -279,26 +276,14 @@ pub async fn scrape_once(
     let mut plan = plan_scrape(settings, state, &vms, now);
     let kind = EventKind::VmUsage;
     let kind_label = kind.slug();
-    let topic = event_topic(&meter.topics, kind).to_string();
-    let dead_letters = DeadLetters::with_producer(producer.clone(), meter.topics.dead_letters.clone());
-    let letter = |reason: &str, error: String, original: Vec<u8>| DeadLetter {
-        component: SCRAPE_COMPONENT.into(),
-        error_kind: reason.into(),
-        error,
-        original,
-        event_kind: Some(kind_label.into()),
-        source_file: Some(settings.config.url.clone()),
-        source_line: None,
-        source_topic: None,
-        source_partition: None,
-        source_offset: None,
-        failed_at: to_millis(Utc::now()),
+    let publisher = Publisher::new(meter, producer.clone(), metrics.clone(), METRIC_SOURCE);
+    let letter = |reason: &str, error: String, original: Vec<u8>| {
+        DeadLetter::from_request(SCRAPE_COMPONENT, &settings.config.url, None, reason, error, original).of_kind(kind)
     };
     // Nothing dropped without a trace: an unmapped VM's usage over the
     // interval, and an invalid sample, are dead-lettered (replayable once
     // the mapping is fixed); a VM with incomplete metrics is not marked seen
     // (its next sample covers the time) and is counted.
-    let mut unmapped_letters = 0u64;
     for vm in &plan.unmapped {
         let interval = match state.last_seen(vm) {
             Some(previous) => plan.now - previous,
@@ -313,40 +298,28 @@ pub async fn scrape_once(
             "storage_bytes": o.storage_bytes, "scraped_at": now.to_rfc3339(), "sample_interval_seconds": interval,
         });
         let error = format!("VM {vm:?} matches no rule of the VM mapping: {interval} s of its usage are not published");
-        dead_letters.send(&letter("unmapped_vm", error, original.to_string().into_bytes())).await?;
-        unmapped_letters += 1;
+        publisher.dead_letter(&letter("unmapped_vm", error, original.to_string().into_bytes())).await?;
     }
-    let mut in_flight = FuturesUnordered::new();
+    let mut batch = publisher.batch();
     let mut invalid = Vec::new();
     for sample in &plan.samples {
-        let mut event = Event::VmUsage(sample.clone());
+        let event = Event::VmUsage(sample.clone());
         if let Err(e) = event.validate() {
             tracing::warn!(vm = %sample.vm_id.escape_debug(), error = %e, "sample not published: dead-lettered");
             let original = serde_json::to_vec(sample).unwrap_or_default();
-            dead_letters.send(&letter("invalid_event", e.to_string(), original)).await?;
-            metrics.rejected.with_label_values(&[kind_label, "invalid_event"]).inc();
+            publisher.dead_letter(&letter("invalid_event", e.to_string(), original)).await?;
             invalid.push(sample.vm_id.clone());
             continue;
         }
-        event.header_mut().ingest_time = to_millis(Utc::now());
-        let payload = EventCodec::encode_event(&event).map_err(KafkaError::from)?;
-        let key = event_key(&event.header().tenant).to_string();
-        let (producer, topic) = (producer.clone(), topic.clone());
-        in_flight.push(async move { meter_kafka::publish(&producer, &topic, &key, &payload).await });
+        batch.push(event).await?;
     }
-    let mut published = 0;
-    while let Some(result) = in_flight.next().await {
-        result?;
-        published += 1;
-    }
+    let published = batch.finish().await? as usize;
     // An invalid sample's VM keeps its previous time: its next valid sample covers the interval.
     plan.seen.retain(|vm| !invalid.contains(vm));
     commit(state, &plan, &vms);
-    metrics.read.with_label_values(&[kind_label]).inc_by(vms.len() as u64);
-    metrics.published.with_label_values(&[kind_label]).inc_by(published as u64);
-    metrics.rejected.with_label_values(&[kind_label, "unmapped_vm"]).inc_by(unmapped_letters);
-    metrics.skipped.with_label_values(&[kind_label, "incomplete_metrics"]).inc_by(plan.incomplete.len() as u64);
-    metrics.last_success.with_label_values(&[METRIC_SOURCE]).set(Utc::now().timestamp());
+    metrics.read(kind_label, vms.len() as u64);
+    metrics.skipped(kind_label, "incomplete_metrics", plan.incomplete.len() as u64);
+    publisher.succeeded();
     for (vm, why) in &plan.incomplete {
         tracing::warn!(vm = %vm.escape_debug(), reason = %why.escape_debug(), "VM sample skipped: incomplete metrics (its next sample covers the time)");
     }

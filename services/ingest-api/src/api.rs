@@ -34,12 +34,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use chrono::Utc;
-use collector_file::CollectorMetrics;
-use meter_config::{MeterConfig, TopicsConfig};
-use meter_kafka::{event_key, event_topic};
-use meter_model::codec::to_millis;
-use meter_model::{Event, EventCodec, EventKind};
+use collector_runtime::{CollectorMetrics, EncodeFailure, Publisher};
+use meter_config::MeterConfig;
+use meter_model::{Event, EventKind};
 use prometheus::{IntCounterVec, Opts, Registry};
 use rdkafka::producer::FutureProducer;
 use serde_json::{json, Value};
@@ -85,8 +82,7 @@ pub struct AppState {
 }
 
 struct Inner {
-    topics: TopicsConfig,
-    producer: FutureProducer,
+    publisher: Publisher,
     tokens: Tokens,
     max_body_bytes: usize,
     max_batch_events: usize,
@@ -105,8 +101,7 @@ impl AppState {
         let tokens = api.tokens().map_err(|message| IngestError::Config { path: "the ingest API settings".into(), message })?;
         Ok(AppState {
             inner: Arc::new(Inner {
-                topics: config.topics.clone(),
-                producer,
+                publisher: Publisher::new(config, producer, metrics.collector.clone(), METRIC_SOURCE),
                 tokens,
                 max_body_bytes: api.max_body_bytes,
                 max_batch_events: api.max_batch_events,
@@ -146,7 +141,6 @@ async fn post_events(State(state): State<AppState>, headers: HeaderMap, request:
 
 /// One event of the request, once parsed.
 struct Parsed {
-    kind: EventKind,
     event: Event,
 }
 
@@ -258,7 +252,7 @@ async fn handle(state: &Inner, headers: &HeaderMap, body: Body) -> Response {
     for (index, raw) in raw_events.iter().enumerate() {
         if let Some((field, reason, value)) = refusal(raw) {
             let kind = raw.get("type").and_then(Value::as_str).and_then(cloudevents::kind_of_type);
-            metrics.rejected.with_label_values(&[kind_label(kind), reason]).inc();
+            metrics.rejected(kind_label(kind), reason, 1);
             let mut entry = json!({ "index": index, "id": cloudevents::id_of(raw) });
             entry[field] = Value::from(value);
             forbidden.push(entry);
@@ -309,18 +303,18 @@ fn parse_all(raw_events: &[Value], metrics: &CollectorMetrics) -> (Vec<Parsed>, 
             Ok(event) => Some(event.kind()),
             Err(e) => e.kind,
         };
-        metrics.read.with_label_values(&[kind_label(kind)]).inc();
+        metrics.read(kind_label(kind), 1);
         match result {
             Ok(event) => {
                 let identity = (event.header().source.clone(), event.header().event_id.clone());
                 match seen.get(&identity) {
                     None => {
                         seen.insert(identity, parsed.len());
-                        parsed.push(Parsed { kind: event.kind(), event });
+                        parsed.push(Parsed { event });
                     }
                     Some(&first) if parsed[first].event == event => {}
                     Some(_) => {
-                        metrics.rejected.with_label_values(&[kind_label(kind), "duplicate_id"]).inc();
+                        metrics.rejected(kind_label(kind), "duplicate_id", 1);
                         rejected.push(json!({
                             "index": index, "id": identity.1, "reason": "duplicate_id",
                             "error": "an earlier event of this batch has the same source and id but other content",
@@ -329,7 +323,7 @@ fn parse_all(raw_events: &[Value], metrics: &CollectorMetrics) -> (Vec<Parsed>, 
                 }
             }
             Err(e) => {
-                metrics.rejected.with_label_values(&[kind_label(kind), e.reason]).inc();
+                metrics.rejected(kind_label(kind), e.reason, 1);
                 rejected.push(json!({ "index": index, "id": cloudevents::id_of(raw), "reason": e.reason, "error": e.error }));
             }
         }
@@ -338,36 +332,23 @@ fn parse_all(raw_events: &[Value], metrics: &CollectorMetrics) -> (Vec<Parsed>, 
 }
 
 async fn publish_all(state: &Inner, access: &Access, parsed: Vec<Parsed>) -> Response {
-    let now = to_millis(Utc::now());
-    let mut sends = Vec::with_capacity(parsed.len());
-    for Parsed { kind, mut event } in parsed {
-        event.header_mut().ingest_time = now;
-        let payload = match EventCodec::encode_event(&event) {
-            Ok(payload) => payload,
-            Err(e) => {
-                tracing::error!(error = %e, "encoding a valid event failed");
-                return json_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    json!({ "error": format!("encoding event {} failed: {e}; nothing was published", event.header().event_id) }),
-                );
-            }
-        };
-        let topic = event_topic(&state.topics, kind).to_string();
-        let key = event_key(&event.header().tenant).to_string();
-        let id = event.header().event_id.clone();
-        let producer = &state.producer;
-        sends.push(async move { (kind, id, meter_kafka::publish(producer, &topic, &key, &payload).await) });
-    }
-    let results = futures::future::join_all(sends).await;
+    let ids: Vec<String> = parsed.iter().map(|p| p.event.header().event_id.clone()).collect();
+    let results = match state.publisher.publish_each(parsed.into_iter().map(|p| p.event).collect()).await {
+        Ok(results) => results,
+        Err(EncodeFailure { event_id, error }) => {
+            tracing::error!(error = %error, "encoding a valid event failed");
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": format!("encoding event {event_id} failed: {error}; nothing was published") }),
+            );
+        }
+    };
     let mut accepted = Vec::with_capacity(results.len());
     let mut failed = Vec::new();
     let mut first_error = None;
-    for (kind, id, result) in results {
+    for (id, result) in ids.into_iter().zip(results) {
         match result {
-            Ok(_) => {
-                state.metrics.collector.published.with_label_values(&[kind.slug()]).inc();
-                accepted.push(id);
-            }
+            Ok(()) => accepted.push(id),
             Err(e) => {
                 first_error.get_or_insert_with(|| e.to_string());
                 failed.push(id);
@@ -386,7 +367,7 @@ async fn publish_all(state: &Inner, access: &Access, parsed: Vec<Parsed>) -> Res
         );
     }
     if !accepted.is_empty() {
-        state.metrics.collector.last_success.with_label_values(&[METRIC_SOURCE]).set(Utc::now().timestamp());
+        state.publisher.succeeded();
     }
     tracing::info!(collector = %access.collector, events = accepted.len(), "events published");
     json_response(StatusCode::OK, json!({ "count": accepted.len(), "accepted": accepted }))

@@ -1,22 +1,19 @@
-//! The ingest API and the replay tool (issue 4, "Ingest API" and "Replay and
-//! backfill").
+//! The ingest API (issue 4, "Ingest API").
 //!
 //! - [`api`]: `meter ingest-api --api-config FILE`, an HTTP service taking
 //!   CloudEvents 1.0 in JSON ([`cloudevents`]: one event, or a batch) from
 //!   collectors with bearer tokens ([`config`]), checking every event of a
 //!   request before publishing any, and answering once the broker has
 //!   acknowledged them all. Steps and status codes: [`api`].
-//! - [`replay`]: `meter replay --kind KIND --rate N FILES...`, the
-//!   rate-limited sending of JSON-lines history.
 //!
-//! Both publish like the file collector: Avro single-object encoding on the
-//! kind's event topic, keyed by tenant, with the idempotent producer, and
-//! count in the `meter_collector_*` metrics (kind label).
+//! It publishes with the collectors' publisher (`collector-runtime`): Avro
+//! single-object encoding on the kind's event topic, keyed by tenant, with
+//! the idempotent producer, counted in the `meter_collector_*` metrics (kind
+//! label). Replays of history are `meter collect file --rate N`.
 
 pub mod api;
 pub mod cloudevents;
 pub mod config;
-pub mod replay;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,7 +23,6 @@ use tokio::net::TcpListener;
 
 pub use api::{router, AppState, IngestMetrics};
 pub use config::IngestApiConfig;
-pub use replay::{replay, ReplayOptions, ReplaySummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -102,32 +98,4 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
-}
-
-/// `meter replay`: replays the files, serving the collector metrics on
-/// `collector.metrics_listen`, and prints the summary and the first rejections.
-/// Returns the summary (the caller decides the exit status).
-pub async fn run_replay(
-    config: &MeterConfig,
-    kind: meter_model::EventKind,
-    files: &[std::path::PathBuf],
-    options: &ReplayOptions,
-) -> Result<ReplaySummary, IngestError> {
-    let registry = meter_telemetry::registry("replay")?;
-    meter_telemetry::serve_metrics(config.collector.metrics_listen, registry.clone()).await?;
-    let metrics = collector_file::CollectorMetrics::register(&registry)?;
-    let producer = meter_kafka::producer(&config.kafka)?;
-    let summary = replay(config, &producer, &metrics, kind, files, options).await.map_err(|e| match e {
-        collector_file::CollectError::Read { path, source } => IngestError::Read { path, source },
-        collector_file::CollectError::Kafka(e) => IngestError::Kafka(e),
-        collector_file::CollectError::Metrics(e) => IngestError::Metrics(e),
-    })?;
-    println!("{summary}");
-    for r in summary.rejections.iter().take(20) {
-        println!("  {}:{}: {} ({})", r.file, r.line, r.reason, r.error);
-    }
-    if summary.rejections.len() > 20 {
-        println!("  ... {} more (all are on the dead-letter topic {})", summary.rejections.len() - 20, config.topics.dead_letters);
-    }
-    Ok(summary)
 }

@@ -63,8 +63,8 @@ enum Command {
         #[arg(long)]
         api_config: PathBuf,
     },
-    /// Replay (backfill) history from JSON-lines files at a bounded rate: bad lines are
-    /// dead-lettered, an event repeated in the files is sent once; prints a summary.
+    /// Deprecated: `meter collect file --rate N` (the same code).
+    #[command(hide = true)]
     Replay {
         /// The kind of event in the files.
         #[arg(long, value_enum)]
@@ -171,6 +171,11 @@ enum CollectSource {
         /// raw events and re-emitted final), recorded in reprocess_log.
         #[arg(long, requires_all = ["requested_by", "reason"])]
         backfill: bool,
+        /// Replay history at a bounded rate: at most this many events a second
+        /// (bursts of a tenth of a second), an event repeated in the files sent
+        /// once (dead letters of component `replay`); prints one summary.
+        #[arg(long, value_name = "EVENTS_PER_SEC", conflicts_with = "backfill")]
+        rate: Option<std::num::NonZeroU32>,
         /// With --backfill: who asks (recorded).
         #[arg(long)]
         requested_by: Option<String>,
@@ -297,6 +302,35 @@ fn repo_script(name: &str) -> Result<PathBuf> {
     }
 }
 
+/// `meter collect file --rate N`: replays the files, serving the collector
+/// metrics on `collector.metrics_listen`; prints the summary and the first
+/// rejections.
+async fn replay_files(
+    config: &MeterConfig,
+    kind: EventKind,
+    rate: std::num::NonZeroU32,
+    progress: bool,
+    strict: bool,
+    files: &[PathBuf],
+) -> Result<ExitCode> {
+    let registry = metrics_registry("replay", config.collector.metrics_listen).await?;
+    let metrics = collector_runtime::CollectorMetrics::register(&registry)?;
+    let producer = meter_kafka::producer(&config.kafka)?;
+    let options = collector_file::ReplayOptions {
+        show_progress: progress || std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..collector_file::ReplayOptions::new(rate)
+    };
+    let summary = collector_file::replay(config, &producer, &metrics, kind, files, &options).await?;
+    println!("{summary}");
+    for r in summary.rejections.iter().take(20) {
+        println!("  {}:{}: {} ({})", r.file, r.line, r.reason, r.error);
+    }
+    if summary.rejections.len() > 20 {
+        println!("  ... {} more (all are on the dead-letter topic {})", summary.rejections.len() - 20, config.topics.dead_letters);
+    }
+    Ok(if strict && !summary.rejections.is_empty() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
 async fn metrics_registry(service: &str, listen: meter_config::ListenAddr) -> Result<prometheus::Registry> {
     let registry = meter_telemetry::registry(service)?;
     meter_telemetry::serve_metrics(listen, registry.clone()).await?;
@@ -349,9 +383,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", toml::to_string_pretty(&config.redacted())?);
         }
         Command::Migrate => migrate(&config).await?,
-        Command::Collect { source: CollectSource::File { kind, progress, strict, backfill, requested_by, reason, files } } => {
+        Command::Collect { source: CollectSource::File { kind, progress, strict, rate: Some(rate), files, .. } } => {
+            return replay_files(&config, kind.into(), rate, progress, strict, &files).await;
+        }
+        Command::Collect { source: CollectSource::File { kind, progress, strict, backfill, requested_by, reason, rate: None, files } } => {
             let registry = metrics_registry("collector-file", config.collector.metrics_listen).await?;
-            let metrics = collector_file::CollectorMetrics::register(&registry)?;
+            let metrics = collector_runtime::CollectorMetrics::register(&registry)?;
             let producer = meter_kafka::producer(&config.kafka)?;
             let options = collector_file::CollectOptions {
                 show_progress: progress || std::io::IsTerminal::is_terminal(&std::io::stderr()),
@@ -391,7 +428,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Collect { source: CollectSource::Glpi { glpi_config } } => {
             let glpi = collector_glpi::GlpiCollectorConfig::load(&glpi_config)?;
             let registry = metrics_registry("collector-glpi", config.collector.metrics_listen).await?;
-            let metrics = collector_file::CollectorMetrics::register(&registry)?;
+            let metrics = collector_runtime::CollectorMetrics::register(&registry)?;
             let producer = meter_kafka::producer(&config.kafka)?;
             let report = collector_glpi::collect_once(&config, &glpi, &producer, &metrics).await.context("collecting from GLPI")?;
             println!("{report}");
@@ -402,7 +439,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Collect { source: CollectSource::Supervision { supervision_config, once_missed, now } } => {
             let settings = collector_supervision::Settings::load(&supervision_config, &config)?;
             let registry = metrics_registry("collector-supervision", config.collector.metrics_listen).await?;
-            let metrics = collector_file::CollectorMetrics::register(&registry)?;
+            let metrics = collector_runtime::CollectorMetrics::register(&registry)?;
             if once_missed {
                 let now = now.unwrap_or_else(chrono::Utc::now);
                 let report = collector_supervision::publish_missed_once(&config, &settings, &metrics, now).await?;
@@ -414,7 +451,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Collect { source: CollectSource::Csv { mapping, files } } => {
             let mapping = collector_glpi::mapping::Mapping::load(&mapping)?;
             let registry = metrics_registry("collector-csv", config.collector.metrics_listen).await?;
-            let metrics = collector_file::CollectorMetrics::register(&registry)?;
+            let metrics = collector_runtime::CollectorMetrics::register(&registry)?;
             let producer = meter_kafka::producer(&config.kafka)?;
             for file in &files {
                 let report = collector_glpi::publish_csv(&config, &producer, &metrics, &mapping, file)
@@ -436,7 +473,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Collect { source: CollectSource::VmScrape { vm_config, once } } => {
             let settings = collector_vm::Settings::load(&vm_config)?;
             let registry = metrics_registry("collector-vm", config.collector.metrics_listen).await?;
-            let metrics = collector_file::CollectorMetrics::register(&registry)?;
+            let metrics = collector_runtime::CollectorMetrics::register(&registry)?;
             if once {
                 let producer = meter_kafka::producer(&config.kafka)?;
                 let state = collector_vm::ScrapeState::default();
@@ -456,7 +493,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Collect { source: CollectSource::VmCsv { strict, files } } => {
             let registry = metrics_registry("collector-vm-csv", config.collector.metrics_listen).await?;
-            let metrics = collector_file::CollectorMetrics::register(&registry)?;
+            let metrics = collector_runtime::CollectorMetrics::register(&registry)?;
             let producer = meter_kafka::producer(&config.kafka)?;
             let mut rejected = 0usize;
             for file in &files {
@@ -497,14 +534,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::IngestApi { api_config } => ingest_api::run_service(&config, &api_config).await?,
         Command::Replay { kind, rate, progress, strict, files } => {
-            let options = ingest_api::ReplayOptions {
-                show_progress: progress || std::io::IsTerminal::is_terminal(&std::io::stderr()),
-                ..ingest_api::ReplayOptions::new(rate)
-            };
-            let summary = ingest_api::run_replay(&config, kind.into(), &files, &options).await?;
-            if strict && !summary.rejections.is_empty() {
-                return Ok(ExitCode::from(2));
-            }
+            eprintln!("warning: `meter replay` is deprecated: use `meter collect file --kind KIND --rate N FILE...`");
+            return replay_files(&config, kind.into(), rate, progress, strict, &files).await;
         }
         Command::Reprocess(args) => reprocess_cmd::run(&config, args).await?,
         Command::Periods { action } => periods_cmd::run(&config, action).await?,

@@ -102,6 +102,7 @@ pub fn event_key(tenant: &str) -> &str {
 }
 
 /// Writes dead letters, keyed by component so they stay ordered per source.
+#[derive(Clone)]
 pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,

@@ -580,3 +580,80 @@ pub struct DeadLetter {
     pub source_offset: Option<i64>,
     pub failed_at: DateTime<Utc>,
 }
+
+/// One constructor per origin of a dead letter, so that no writer fills
+/// the eleven fields by hand (and leaves a location out).
+impl DeadLetter {
+    /// A refused line (or CSV row) of a file.
+    pub fn from_file_line(
+        component: &str,
+        file: &str,
+        line: u64,
+        reason: &str,
+        error: impl Into<String>,
+        original: impl Into<Vec<u8>>,
+    ) -> Self {
+        let mut letter = Self::refused(component, reason, error, original);
+        letter.source_file = Some(file.into());
+        letter.source_line = Some(i64::try_from(line).unwrap_or(i64::MAX));
+        letter
+    }
+
+    /// A refused record of a topic (the aggregator, a sink).
+    pub fn from_topic_position(
+        component: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        reason: &str,
+        error: impl Into<String>,
+        original: impl Into<Vec<u8>>,
+    ) -> Self {
+        let mut letter = Self::refused(component, reason, error, original);
+        letter.source_topic = Some(topic.into());
+        letter.source_partition = Some(partition);
+        letter.source_offset = Some(offset);
+        letter
+    }
+
+    /// A refused input of a request or an answer: `location` names where it
+    /// came from (an endpoint, a URL), `position` its place in the request
+    /// when it holds several.
+    pub fn from_request(
+        component: &str,
+        location: &str,
+        position: Option<i64>,
+        reason: &str,
+        error: impl Into<String>,
+        original: impl Into<Vec<u8>>,
+    ) -> Self {
+        let mut letter = Self::refused(component, reason, error, original);
+        letter.source_file = Some(location.into());
+        letter.source_line = position;
+        letter
+    }
+
+    /// The event kind the input was meant to be.
+    pub fn of_kind(mut self, kind: EventKind) -> Self {
+        self.event_kind = Some(kind.slug().into());
+        self
+    }
+
+    fn refused(component: &str, reason: &str, error: impl Into<String>, original: impl Into<Vec<u8>>) -> Self {
+        let now = Utc::now();
+        DeadLetter {
+            component: component.into(),
+            error_kind: reason.into(),
+            error: error.into(),
+            original: original.into(),
+            event_kind: None,
+            source_file: None,
+            source_line: None,
+            source_topic: None,
+            source_partition: None,
+            source_offset: None,
+            // Millisecond precision, as Avro keeps it.
+            failed_at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
+        }
+    }
+}

@@ -241,19 +241,15 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
                         Ok(row) => batch.push(row),
                         Err((kind, error)) => {
                             dead_letters
-                                .send(&DeadLetter {
-                                    component: "sink-clickhouse".into(),
-                                    error_kind: kind.into(),
+                                .send(&DeadLetter::from_topic_position(
+                                    "sink-clickhouse",
+                                    topic,
+                                    message.partition(),
+                                    message.offset(),
+                                    kind,
                                     error,
-                                    original: payload.to_vec(),
-                                    event_kind: None,
-                                    source_file: None,
-                                    source_line: None,
-                                    source_topic: Some(topic.into()),
-                                    source_partition: Some(message.partition()),
-                                    source_offset: Some(message.offset()),
-                                    failed_at: meter_model::codec::to_millis(Utc::now()),
-                                })
+                                    payload,
+                                ))
                                 .await?;
                         }
                     }

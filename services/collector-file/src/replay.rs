@@ -1,9 +1,9 @@
-//! `meter replay`: sends history (for example a year of it) from JSON-lines
-//! files of one kind at a bounded rate, so that a backfill does not starve
-//! the live traffic of the broker and the aggregator.
+//! `meter collect file --rate N`: sends history (for example a year of it)
+//! from JSON-lines files of one kind at a bounded rate, so that a backfill
+//! does not starve the live traffic of the broker and the aggregator.
 //!
 //! - Lines are read and checked as the file collector does
-//!   ([`collector_file::parse_line`]); a bad line is reported with its file
+//!   ([`crate::parse_line`]); a bad line is reported with its file
 //!   and number, dead-lettered with its original bytes (component
 //!   `replay`), counted by reason, and skipped.
 //! - An event whose `(source, event_id)` was already sent by this run (the
@@ -25,17 +25,15 @@ use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use collector_file::{file_dead_letter, CollectError, CollectorMetrics, JsonLine, JsonLines};
-use futures::stream::{FuturesUnordered, StreamExt};
+use collector_runtime::{CollectorMetrics, Publisher};
 use governor::{Quota, RateLimiter};
 use indicatif::{ProgressBar, ProgressStyle};
 use meter_config::MeterConfig;
-use meter_kafka::{event_key, event_topic, DeadLetters, KafkaError};
-use meter_model::codec::to_millis;
-use meter_model::{EventCodec, EventKind};
+use meter_model::EventKind;
 use rdkafka::producer::FutureProducer;
 use sha2::{Digest, Sha256};
+
+use crate::{file_dead_letter, CollectError, JsonLine, JsonLines};
 
 /// The dead-letter component of replayed lines.
 pub const COMPONENT: &str = "replay";
@@ -53,7 +51,7 @@ pub struct ReplayOptions {
 
 impl ReplayOptions {
     pub fn new(rate: NonZeroU32) -> Self {
-        ReplayOptions { rate, show_progress: false, max_in_flight: 10_000 }
+        ReplayOptions { rate, show_progress: false, max_in_flight: collector_runtime::DEFAULT_MAX_IN_FLIGHT }
     }
 }
 
@@ -160,12 +158,12 @@ pub async fn replay(
         ProgressBar::hidden()
     };
     let limiter = RateLimiter::direct(Quota::per_second(options.rate).allow_burst(burst(options.rate)));
-    let dead_letters = DeadLetters::with_producer(producer.clone(), config.topics.dead_letters.clone());
-    let topic = event_topic(&config.topics, kind).to_string();
+    let publisher =
+        Publisher::new(config, producer.clone(), metrics.clone(), METRIC_SOURCE).with_max_in_flight(options.max_in_flight);
     let kind_label = kind.slug();
     let mut summary = ReplaySummary { files: files.len(), ..ReplaySummary::default() };
     let mut seen: HashSet<[u8; 16]> = HashSet::new();
-    let mut in_flight = FuturesUnordered::new();
+    let mut batch = publisher.batch();
     let mut raw = Vec::new();
     for (file_name, file) in opened {
         let mut lines = JsonLines::new(BufReader::new(file), kind);
@@ -174,53 +172,32 @@ pub async fn replay(
         {
             progress.inc(bytes_read as u64);
             summary.lines_read += 1;
-            metrics.read.with_label_values(&[kind_label]).inc();
+            metrics.read(kind_label, 1);
             match parsed {
-                Ok(mut event) => {
+                Ok(event) => {
                     if !seen.insert(identity(&event.header().source, &event.header().event_id)) {
                         summary.duplicates += 1;
                         continue;
                     }
                     limiter.until_ready().await;
-                    event.header_mut().ingest_time = to_millis(Utc::now());
-                    let payload = EventCodec::encode_event(&event).map_err(KafkaError::from)?;
-                    let key = event_key(&event.header().tenant).to_string();
-                    let producer = producer.clone();
-                    let topic = topic.clone();
-                    in_flight.push(async move { meter_kafka::publish(&producer, &topic, &key, &payload).await });
-                    while in_flight.len() >= options.max_in_flight.max(1) {
-                        if let Some(result) = in_flight.next().await {
-                            result?;
-                            summary.sent += 1;
-                        }
-                    }
+                    batch.push(event).await?;
                     // Collect acknowledgements as they come, without waiting.
-                    while let Some(Some(result)) = futures::FutureExt::now_or_never(in_flight.next()) {
-                        result?;
-                        summary.sent += 1;
-                    }
+                    batch.take_ready()?;
                     if summary.lines_read % 256 == 1 {
-                        progress.set_message(format!("{kind_label} {file_name}: {} sent", summary.sent));
+                        progress.set_message(format!("{kind_label} {file_name}: {} sent", batch.acknowledged()));
                     }
                 }
                 Err((reason, error)) => {
                     progress.suspend(|| tracing::warn!(file = %file_name, line = line_number, reason, %error, "rejected line"));
-                    metrics.rejected.with_label_values(&[kind_label, reason]).inc();
-                    dead_letters
-                        .send(&file_dead_letter(COMPONENT, kind, &file_name, line_number, reason, &error, &raw))
-                        .await?;
+                    publisher.dead_letter(&file_dead_letter(COMPONENT, kind, &file_name, line_number, reason, &error, &raw)).await?;
                     summary.rejections.push(ReplayRejection { file: file_name.clone(), line: line_number, reason, error });
                 }
             }
         }
     }
-    while let Some(result) = in_flight.next().await {
-        result?;
-        summary.sent += 1;
-    }
-    metrics.published.with_label_values(&[kind_label]).inc_by(summary.sent);
+    summary.sent = batch.finish().await?;
     if summary.sent > 0 {
-        metrics.last_success.with_label_values(&[METRIC_SOURCE]).set(Utc::now().timestamp());
+        publisher.succeeded();
     }
     progress.finish_and_clear();
     summary.elapsed = started.elapsed();

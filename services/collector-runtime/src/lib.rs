@@ -1,0 +1,17 @@
+//! What every collector shares (the file, GLPI, supervision and VM
+//! collectors, the ingest API and replays):
+//!
+//! - [`Publisher`]: stamps the ingest time, encodes, keys by tenant,
+//!   publishes and waits for the broker's acknowledgement (a bounded number
+//!   in flight), dead-letters refused inputs with a reason, and counts.
+//! - [`CollectorMetrics`]: the collector counters, counted in one place.
+//! - [`read_body_capped`]: an HTTP answer of a collected system, read up to
+//!   a size limit.
+
+mod http;
+mod metrics;
+mod publisher;
+
+pub use http::{read_body_capped, CappedBodyError};
+pub use metrics::CollectorMetrics;
+pub use publisher::{Batch, EncodeFailure, Publisher, DEFAULT_MAX_IN_FLIGHT};
