@@ -159,7 +159,15 @@ struct Known {
 
 /// The metric families the services declare (their `METRICS` catalogues).
 fn catalogue() -> Vec<meter_telemetry::MetricFamily> {
-    [meter_telemetry::METRICS, aggregator::internal_events::METRICS, sink_clickhouse::internal_events::METRICS].concat()
+    [
+        meter_telemetry::METRICS,
+        collector_runtime::internal_events::METRICS,
+        ingest_api::api::METRICS,
+        aggregator::internal_events::METRICS,
+        sink_clickhouse::internal_events::METRICS,
+        sink_clickhouse::contract_metrics::METRICS,
+    ]
+    .concat()
 }
 
 fn known() -> Known {

@@ -6,6 +6,7 @@
 pub mod csv_table;
 pub mod replay;
 
+use collector_runtime::{InternalEvent, RecordsRead};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -187,7 +188,7 @@ impl FileImport<'_> {
                 .await?;
         }
         let published = publisher.publish_all(events).await?;
-        metrics.read(self.kind.slug(), self.rows);
+        RecordsRead { kind: self.kind.slug(), count: self.rows }.emit(&metrics);
         if published > 0 {
             publisher.succeeded();
         }
@@ -240,7 +241,7 @@ pub async fn collect_file(
     {
         progress.inc(bytes_read as u64);
         report.lines_read += 1;
-        metrics.read(kind_label, 1);
+        RecordsRead { kind: kind_label, count: 1 }.emit(&metrics);
         match parsed {
             Ok(event) => {
                 if options.keep_published {

@@ -18,6 +18,7 @@
 //!   Replaying into a pipeline whose watermark is still behind the history
 //!   (a new deployment) counts everything directly.
 
+use collector_runtime::{InternalEvent, RecordsRead};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::io::BufReader;
@@ -172,7 +173,7 @@ pub async fn replay(
         {
             progress.inc(bytes_read as u64);
             summary.lines_read += 1;
-            metrics.read(kind_label, 1);
+            RecordsRead { kind: kind_label, count: 1 }.emit(&metrics);
             match parsed {
                 Ok(event) => {
                     if !seen.insert(identity(&event.header().source, &event.header().event_id)) {

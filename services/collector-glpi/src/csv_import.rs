@@ -26,6 +26,7 @@
 //! `invalid_event`), dead-lettered with its original bytes when published,
 //! and the other rows go on.
 
+use collector_runtime::{InternalEvent, RecordsSkipped};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -244,7 +245,7 @@ pub async fn publish_csv(
     };
     let events = std::mem::take(&mut import.events).into_iter().map(|(_, e)| Event::TicketTime(e)).collect();
     let published = import_target.publish(meter, producer, metrics, events, &import.rejections).await?;
-    metrics.skipped(EventKind::TicketTime.slug(), crate::SKIP_NO_TIME, import.skipped);
+    RecordsSkipped { kind: EventKind::TicketTime.slug(), reason: crate::SKIP_NO_TIME, count: import.skipped }.emit(&metrics);
     tracing::info!(file = %file_name, rows = import.rows, published, skipped = import.skipped,
         rejected = import.rejections.len(), "CSV collected");
     Ok(CsvReport { rows: import.rows, published, skipped: import.skipped, rejections: import.rejections })

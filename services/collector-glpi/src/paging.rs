@@ -1,6 +1,7 @@
 //! One run: pages through the task list from the stored position, maps the
 //! new tasks of a page, publishes them, then notes the page durably.
 
+use collector_runtime::{InternalEvent, SourceSucceeded};
 use std::collections::{HashMap, HashSet};
 
 use collector_runtime::{CollectorMetrics, Publisher};
@@ -43,7 +44,7 @@ pub async fn collect_once(
     report.sessions = run.client.session_inits;
     match result {
         Ok(()) => {
-            metrics.succeeded(METRIC_SOURCE);
+            SourceSucceeded { source: METRIC_SOURCE }.emit(&metrics);
             tracing::info!(source = %glpi.source, pages = report.pages, tasks = report.tasks_read, published = report.published,
                 skipped = report.skipped, rejected = report.rejections.len(), sessions = report.sessions,
                 requests = run.client.requests, "GLPI collected");

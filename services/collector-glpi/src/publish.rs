@@ -1,5 +1,6 @@
 //! A page's outcomes published with the collectors' publisher.
 
+use collector_runtime::{InternalEvent, RecordsRead, RecordsSkipped};
 use collector_runtime::Publisher;
 use meter_model::DeadLetter;
 
@@ -38,9 +39,9 @@ pub(crate) async fn publish_page(
     }
     let published = batch.finish().await?;
     let metrics = publisher.metrics();
-    metrics.read(KIND.slug(), published + skipped + rejected);
+    RecordsRead { kind: KIND.slug(), count: published + skipped + rejected }.emit(&metrics);
     // Tasks without time bill nothing: not dead-lettered, counted.
-    metrics.skipped(KIND.slug(), SKIP_NO_TIME, skipped);
+    RecordsSkipped { kind: KIND.slug(), reason: SKIP_NO_TIME, count: skipped }.emit(&metrics);
     Ok((published, skipped, rejected))
 }
 

@@ -4,14 +4,16 @@
 //! - [`Publisher`]: stamps the ingest time, encodes, keys by tenant,
 //!   publishes and waits for the broker's acknowledgement (a bounded number
 //!   in flight), dead-letters refused inputs with a reason, and counts.
-//! - [`CollectorMetrics`]: the collector counters, counted in one place.
+//! - [`internal_events`]: what collectors report (log line and counter
+//!   together) and the catalogue of their metric families.
 //! - [`read_body_capped`]: an HTTP answer of a collected system, read up to
 //!   a size limit.
 
 mod http;
-mod metrics;
+pub mod internal_events;
 mod publisher;
 
 pub use http::{read_body_capped, CappedBodyError};
-pub use metrics::CollectorMetrics;
+pub use internal_events::{CollectorMetrics, EventsPublished, RecordRejected, RecordsRead, RecordsSkipped, SourceSucceeded};
+pub use meter_telemetry::InternalEvent;
 pub use publisher::{Batch, EncodeFailure, Publisher, DEFAULT_MAX_IN_FLIGHT};

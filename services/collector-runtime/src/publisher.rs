@@ -2,6 +2,8 @@
 //! encode, key by tenant, publish, wait for the broker's acknowledgement,
 //! dead-letter what is refused, count.
 
+use crate::internal_events::{EventsPublished, RecordRejected, SourceSucceeded};
+use meter_telemetry::InternalEvent;
 use std::collections::BTreeMap;
 
 use chrono::Utc;
@@ -93,7 +95,7 @@ impl Publisher {
         let sends = encoded.iter().map(|(kind, key, payload)| async move {
             let result = meter_kafka::publish(&self.producer, event_topic(&self.topics, *kind), key, payload).await;
             if result.is_ok() {
-                self.metrics.published(kind.slug(), 1);
+                EventsPublished { kind: kind.slug(), count: 1 }.emit(&self.metrics);
             }
             result.map(|_| ())
         });
@@ -105,13 +107,13 @@ impl Publisher {
     pub async fn dead_letter(&self, letter: &DeadLetter) -> Result<(), KafkaError> {
         self.dead_letters.send(letter).await?;
         let kind = letter.event_kind.as_deref().unwrap_or("unknown");
-        self.metrics.rejected(kind, &letter.error_kind, 1);
+        RecordRejected { kind, reason: &letter.error_kind }.emit(&self.metrics);
         Ok(())
     }
 
     /// The collector's source succeeded now (the last-success gauge).
     pub fn succeeded(&self) {
-        self.metrics.succeeded(&self.source);
+        SourceSucceeded { source: &self.source }.emit(&self.metrics);
     }
 }
 
@@ -175,7 +177,7 @@ impl<'a> Batch<'a> {
             self.acknowledge_next().await?;
         }
         for (kind, count) in &self.acknowledged {
-            self.publisher.metrics.published(kind.slug(), *count);
+            EventsPublished { kind: kind.slug(), count: *count }.emit(&self.publisher.metrics);
         }
         Ok(self.acknowledged())
     }

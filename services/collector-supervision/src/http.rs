@@ -19,6 +19,7 @@
 //! | 503 | the broker did not acknowledge (retry: the same results count once) | maybe some |
 //! | 200 | every result published, acknowledged by the broker | all |
 
+use collector_runtime::{InternalEvent, RecordsRead};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
@@ -109,7 +110,7 @@ pub async fn accept(
 ) -> Outcome {
     let settings = state.settings();
     let publisher = state.publisher();
-    publisher.metrics().read(KIND.slug(), results.len() as u64);
+    RecordsRead { kind: KIND.slug(), count: results.len() as u64 }.emit(&publisher.metrics());
     let received = Utc::now();
     let (mut events, mut rejected, mut forbidden) = (Vec::new(), Vec::new(), Vec::new());
     for (i, r) in results.iter().enumerate() {

@@ -5,6 +5,7 @@
 //! event stream (`POST /v1/events?types=CheckResult&queue=NAME`,
 //! newline-delimited JSON).
 
+use collector_runtime::{InternalEvent, RecordsSkipped};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -510,7 +511,7 @@ async fn handle_line(state: &AppState, line: &[u8], location: &Location, report:
             // billed: that would be most of the stream), but counted.
             report.unmapped += 1;
             let kind = meter_model::EventKind::CheckResult.slug();
-            state.publisher().metrics().skipped(kind, e.reason(), 1);
+            RecordsSkipped { kind, reason: e.reason(), count: 1 }.emit(state.publisher().metrics());
             tracing::debug!(object = %loggable(&incoming.object_name()), reason = e.reason(), "not in the mapping; skipped (counted)");
         }
         Err(e) => {

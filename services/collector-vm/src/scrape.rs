@@ -9,6 +9,7 @@
 //! scrape is forgotten (its next sample is a first one). A VM whose metrics
 //! are incomplete keeps its previous time.
 
+use collector_runtime::{InternalEvent, RecordsRead, RecordsSkipped};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Mutex;
@@ -317,8 +318,8 @@ pub async fn scrape_once(
     // An invalid sample's VM keeps its previous time: its next valid sample covers the interval.
     plan.seen.retain(|vm| !invalid.contains(vm));
     commit(state, &plan, &vms);
-    metrics.read(kind_label, vms.len() as u64);
-    metrics.skipped(kind_label, "incomplete_metrics", plan.incomplete.len() as u64);
+    RecordsRead { kind: kind_label, count: vms.len() as u64 }.emit(&metrics);
+    RecordsSkipped { kind: kind_label, reason: "incomplete_metrics", count: plan.incomplete.len() as u64 }.emit(&metrics);
     publisher.succeeded();
     for (vm, why) in &plan.incomplete {
         tracing::warn!(vm = %vm.escape_debug(), reason = %why.escape_debug(), "VM sample skipped: incomplete metrics (its next sample covers the time)");

@@ -34,10 +34,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use collector_runtime::{CollectorMetrics, EncodeFailure, Publisher};
+use collector_runtime::{CollectorMetrics, EncodeFailure, InternalEvent, Publisher, RecordRejected, RecordsRead};
 use meter_config::MeterConfig;
 use meter_model::{Event, EventKind};
-use prometheus::{IntCounterVec, Opts, Registry};
+use meter_telemetry::MetricFamily;
+use prometheus::{IntCounterVec, Registry};
 use rdkafka::producer::FutureProducer;
 use serde_json::{json, Value};
 
@@ -47,6 +48,26 @@ use crate::IngestError;
 
 /// `source` label of `meter_collector_last_success_timestamp_seconds`.
 pub const METRIC_SOURCE: &str = "ingest-api";
+
+/// `meter_ingest_requests_total{status}`: the HTTP status code answered.
+pub const REQUESTS: MetricFamily =
+    MetricFamily::counter("meter_ingest_requests_total", "Requests to the ingest API, by HTTP status code answered.", &["status"]);
+
+/// The ingest API's own families (it also reports the collector ones).
+pub const METRICS: &[MetricFamily] = &[REQUESTS];
+
+/// The API answered a request.
+pub struct RequestAnswered {
+    pub status: StatusCode,
+}
+
+impl InternalEvent for RequestAnswered {
+    type Metrics = IngestMetrics;
+    fn emit(self, m: &IngestMetrics) {
+        tracing::debug!(status = self.status.as_u16(), "ingest request answered");
+        m.requests.with_label_values(&[self.status.as_str()]).inc();
+    }
+}
 
 /// The collector counters (`meter_collector_*`, by kind) and the API's own.
 #[derive(Clone)]
@@ -66,11 +87,7 @@ impl IngestMetrics {
     /// Uses collector counters already registered, and registers only the
     /// request counter.
     pub fn with_collector_metrics(collector: CollectorMetrics, registry: &Registry) -> Result<Self, prometheus::Error> {
-        let requests = IntCounterVec::new(
-            Opts::new("meter_ingest_requests_total", "Requests to the ingest API, by HTTP status code answered."),
-            &["status"],
-        )?;
-        registry.register(Box::new(requests.clone()))?;
+        let requests = REQUESTS.register_counter_vec(registry)?;
         Ok(IngestMetrics { collector, requests })
     }
 }
@@ -135,7 +152,7 @@ fn json_response(status: StatusCode, body: Value) -> Response {
 
 async fn post_events(State(state): State<AppState>, headers: HeaderMap, request: Request) -> Response {
     let response = handle(&state.inner, &headers, request.into_body()).await;
-    state.inner.metrics.requests.with_label_values(&[response.status().as_str()]).inc();
+    RequestAnswered { status: response.status() }.emit(&state.inner.metrics);
     response
 }
 
@@ -252,7 +269,7 @@ async fn handle(state: &Inner, headers: &HeaderMap, body: Body) -> Response {
     for (index, raw) in raw_events.iter().enumerate() {
         if let Some((field, reason, value)) = refusal(raw) {
             let kind = raw.get("type").and_then(Value::as_str).and_then(cloudevents::kind_of_type);
-            metrics.rejected(kind_label(kind), reason, 1);
+            RecordRejected { kind: kind_label(kind), reason }.emit(&metrics);
             let mut entry = json!({ "index": index, "id": cloudevents::id_of(raw) });
             entry[field] = Value::from(value);
             forbidden.push(entry);
@@ -303,7 +320,7 @@ fn parse_all(raw_events: &[Value], metrics: &CollectorMetrics) -> (Vec<Parsed>, 
             Ok(event) => Some(event.kind()),
             Err(e) => e.kind,
         };
-        metrics.read(kind_label(kind), 1);
+        RecordsRead { kind: kind_label(kind), count: 1 }.emit(&metrics);
         match result {
             Ok(event) => {
                 let identity = (event.header().source.clone(), event.header().event_id.clone());
@@ -314,7 +331,7 @@ fn parse_all(raw_events: &[Value], metrics: &CollectorMetrics) -> (Vec<Parsed>, 
                     }
                     Some(&first) if parsed[first].event == event => {}
                     Some(_) => {
-                        metrics.rejected(kind_label(kind), "duplicate_id", 1);
+                        RecordRejected { kind: kind_label(kind), reason: "duplicate_id" }.emit(&metrics);
                         rejected.push(json!({
                             "index": index, "id": identity.1, "reason": "duplicate_id",
                             "error": "an earlier event of this batch has the same source and id but other content",
@@ -323,7 +340,7 @@ fn parse_all(raw_events: &[Value], metrics: &CollectorMetrics) -> (Vec<Parsed>, 
                 }
             }
             Err(e) => {
-                metrics.rejected(kind_label(kind), e.reason, 1);
+                RecordRejected { kind: kind_label(kind), reason: e.reason }.emit(&metrics);
                 rejected.push(json!({ "index": index, "id": cloudevents::id_of(raw), "reason": e.reason, "error": e.error }));
             }
         }

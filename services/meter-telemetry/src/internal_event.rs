@@ -92,6 +92,13 @@ impl MetricFamily {
         Ok(metric)
     }
 
+    /// A gauge of ratios and measured amounts (not money, not counts).
+    pub fn register_float_gauge_vec(&self, registry: &Registry) -> Result<prometheus::GaugeVec, prometheus::Error> {
+        let metric = prometheus::GaugeVec::new(self.opts(), self.labels)?;
+        registry.register(Box::new(metric.clone()))?;
+        Ok(metric)
+    }
+
     pub fn register_gauge(&self, registry: &Registry) -> Result<IntGauge, prometheus::Error> {
         let metric = IntGauge::with_opts(self.opts())?;
         registry.register(Box::new(metric.clone()))?;

@@ -5,8 +5,28 @@
 
 use std::time::Duration;
 
-use prometheus::{GaugeVec, Opts, Registry};
+use meter_telemetry::MetricFamily;
+use prometheus::{GaugeVec, Registry};
 use serde::Deserialize;
+
+const CONTRACT_LABELS: &[&str] = &["tenant", "contract", "unit"];
+pub const CONSUMED_RATIO: MetricFamily = MetricFamily::gauge(
+    "meter_tenant_contract_consumed_ratio",
+    "Consumed to date over expected to date (pro rata of the revised amounts).",
+    CONTRACT_LABELS,
+);
+pub const CONSUMED: MetricFamily =
+    MetricFamily::gauge("meter_tenant_contract_consumed", "Consumed to date, in the contract's unit.", CONTRACT_LABELS);
+pub const EXPECTED_TO_DATE: MetricFamily =
+    MetricFamily::gauge("meter_tenant_contract_expected_to_date", "Expected to date, in the contract's unit.", CONTRACT_LABELS);
+pub const WEEK_SPIKE_RATIO: MetricFamily = MetricFamily::gauge(
+    "meter_tenant_contract_week_spike_ratio",
+    "Consumed this week (Monday on) over the contract's weekly average times its spike factor: above 1 is a consumption spike.",
+    CONTRACT_LABELS,
+);
+
+/// The contract gauges' families.
+pub const METRICS: &[MetricFamily] = &[CONSUMED_RATIO, CONSUMED, EXPECTED_TO_DATE, WEEK_SPIKE_RATIO];
 
 #[derive(Clone)]
 pub struct ContractGauges {
@@ -20,19 +40,11 @@ pub struct ContractGauges {
 
 impl ContractGauges {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
-        let gauge = |name: &str, help: &str| -> Result<GaugeVec, prometheus::Error> {
-            let g = GaugeVec::new(Opts::new(name, help), &["tenant", "contract", "unit"])?;
-            registry.register(Box::new(g.clone()))?;
-            Ok(g)
-        };
         Ok(ContractGauges {
-            ratio: gauge("meter_tenant_contract_consumed_ratio", "Consumed to date over expected to date (pro rata of the revised amounts).")?,
-            consumed: gauge("meter_tenant_contract_consumed", "Consumed to date, in the contract's unit.")?,
-            expected: gauge("meter_tenant_contract_expected_to_date", "Expected to date, in the contract's unit.")?,
-            week_spike_ratio: gauge(
-                "meter_tenant_contract_week_spike_ratio",
-                "Consumed this week (Monday on) over the contract's weekly average times its spike factor: above 1 is a consumption spike.",
-            )?,
+            ratio: CONSUMED_RATIO.register_float_gauge_vec(registry)?,
+            consumed: CONSUMED.register_float_gauge_vec(registry)?,
+            expected: EXPECTED_TO_DATE.register_float_gauge_vec(registry)?,
+            week_spike_ratio: WEEK_SPIKE_RATIO.register_float_gauge_vec(registry)?,
         })
     }
 }
