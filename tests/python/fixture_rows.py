@@ -265,6 +265,10 @@ CONTRACTS = [
      [(dt.date(2026, 4, 1), Decimal("200")), (dt.date(2026, 9, 1), Decimal("300"))]),
     ("initech", "initech-iaas-2026", "euros", Decimal("7000"), Decimal("8"), dt.date(2026, 1, 1), dt.date(2026, 12, 31), None, []),
     ("initech", "initech-tickets-2025", "tickets", Decimal("120"), Decimal("7"), dt.date(2024, 7, 1), dt.date(2025, 6, 30), None, []),
+    # Budget forecast cases: a two-year contract of 12 days (7-hour days)
+    # whose forecast January 2027 uses it up; a small one already used up.
+    ("initech", "initech-mco-2025-27", "days", Decimal("12"), Decimal("7"), dt.date(2025, 6, 1), dt.date(2027, 5, 31), None, []),
+    ("acme", "acme-small-2026", "days", Decimal("10"), Decimal("8"), dt.date(2026, 1, 1), dt.date(2026, 12, 31), None, []),
 ]
 
 

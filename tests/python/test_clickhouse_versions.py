@@ -426,3 +426,93 @@ def test_clickhouse_18_16_ignores_row_filters_so_tenants_get_databases(engines):
         assert r.text.split() == ["acme", "initech"], r.text
     finally:
         path.unlink()
+
+
+# ---------------------------------------------------------- budget forecast --
+
+def month_add(d, n):
+    y, m = divmod(d.year * 12 + d.month - 1 + n, 12)
+    return d.replace(year=y, month=m + 1, day=1)
+
+
+def independent_forecast(tenant, contract_id, today):
+    """The budget forecast of a days contract computed from the fixture's raw
+    ticket tasks and contract days with decimals, as an analyst would in a
+    spreadsheet (not from the views): (start, method, {month: forecast},
+    remaining, run-out date)."""
+    import datetime as dt
+    from fixture_rows import CONTRACTS, contract_rows, ticket_tasks
+
+    (_, _, unit, _, hours, start_date, end_date, _, _), = [c for c in CONTRACTS if c[0] == tenant and c[1] == contract_id]
+    assert unit == "days"
+    per_day = hours * 60
+    used = {}
+    for t in ticket_tasks():
+        if t["tenant"] == tenant:
+            month = t["local_date"].replace(day=1)
+            used[month] = used.get(month, Decimal(0)) + Decimal(t["minutes_worked"]) / per_day
+    start = min(today.replace(day=1), month_add(max(used), 1))
+    history = {}
+    m = min(used)
+    while m < start:
+        history[m] = used.get(m, Decimal(0))
+        m = month_add(m, 1)
+    seasonal = len(history) >= 12
+    level = sum(x for m, x in history.items() if m >= month_add(start, -12))
+    average = {k: (sum(x for m, x in history.items() if m.month == k) / len([m for m in history if m.month == k]))
+               if any(m.month == k for m in history) else Decimal(0) for k in range(1, 13)}
+    months = [month_add(start, i) for i in range(12)]
+    if seasonal:
+        forecast = {m: level * average[m.month] / sum(average.values()) for m in months}
+    else:
+        forecast = {m: sum(history.values()) / len(history) for m in months}
+    _, days = contract_rows()
+    budget = sum(d["expected"] for d in days if d["tenant"] == tenant and d["contract_id"] == contract_id)
+    consumed = sum(x for m, x in used.items() if start_date.replace(day=1) <= m < start)
+    remaining = budget - consumed
+    run_out, cumulative = None, Decimal(0)
+    day = start
+    while remaining > 0 and day <= end_date and day < month_add(start, 12):
+        if day >= start_date:
+            month_days = (month_add(day, 1) - day.replace(day=1)).days
+            cumulative += forecast[day.replace(day=1)] / month_days
+            if cumulative >= remaining:
+                run_out = day
+                break
+        day += dt.timedelta(days=1)
+    return start, "seasonal" if seasonal else "flat", forecast, remaining, run_out
+
+
+@pytest.mark.parametrize("tenant, contract_id", [("acme", "acme-mco-2026"), ("initech", "initech-mco-2025-27"), ("acme", "acme-small-2026")])
+def test_budget_forecast_matches_an_independent_computation(engines, tenant, contract_id):
+    """consumption_forecast and budget_forecast on both engines against the
+    forecast computed in Python from the raw fixture rows: DOMAIN.md's high
+    January (16 then 27 days) is forecast high, a budget that the forecast
+    January uses up runs out on the day computed here, one already used up
+    is 'exhausted'."""
+    import datetime as dt
+    assert not engines["failures"], "migrations failed; see the first test"
+    db = engines["db"]
+    today = dt.date.fromisoformat(engines["server"].execute("SELECT toString(today())").strip())
+    start, method, forecast, remaining, run_out = independent_forecast(tenant, contract_id, today)
+    tolerance = Decimal("0.00001")
+    for backend in (engines["server"], engines["current"]):
+        rows = backend.execute(f"SELECT toString(month), toString(forecast), toString(forecast_start), method FROM {db}.consumption_forecast "
+                               f"WHERE tenant = '{tenant}' AND contract_id = '{contract_id}' ORDER BY month FORMAT TabSeparated").split("\n")
+        got = {dt.date.fromisoformat(r.split("\t")[0]): Decimal(r.split("\t")[1]) for r in rows if r}
+        assert sorted(got) == sorted(forecast), f"{backend.name}: months {sorted(got)}"
+        for m, want in forecast.items():
+            assert abs(got[m] - want) < tolerance, f"{backend.name}: {contract_id} {m}: {got[m]} vs {want}"
+        assert {r.split("\t")[2] for r in rows if r} == {start.isoformat()}
+        assert {r.split("\t")[3] for r in rows if r} == {method}
+        high = max(forecast, key=forecast.get)
+        assert high.month == 1 and forecast[high] > 0, f"the January forecast is the highest: {forecast}"
+        line = backend.execute(f"SELECT toString(remaining), ifNull(toString(run_out_date), ''), status FROM {db}.budget_forecast "
+                               f"WHERE tenant = '{tenant}' AND contract_id = '{contract_id}' FORMAT TabSeparated").strip().split("\t")
+        assert abs(Decimal(line[0]) - remaining) < tolerance, f"{backend.name}: remaining {line[0]} vs {remaining}"
+        assert line[1] == (run_out.isoformat() if run_out else ""), f"{backend.name}: run-out {line[1]} vs {run_out}"
+        assert line[2] == ("exhausted" if remaining <= 0 else "runs out" if run_out else "lasts"), line
+    if contract_id == "initech-mco-2025-27":
+        assert run_out is not None, "the fixture's two-year contract runs out in the forecast January"
+    if contract_id == "acme-small-2026":
+        assert remaining < 0

@@ -50,7 +50,7 @@ const TENANT_TABLES: [&str; 7] =
     ["aggregates", "ticket_tasks", "check_runs", "vm_usage_events", "contracts", "contract_days", "contract_spike_factors"];
 /// Migrations creating those tables, and the views.
 const TABLE_MIGRATIONS: [u32; 4] = [1, 3, 5, 8];
-const VIEW_MIGRATIONS: [u32; 3] = [2, 6, 9];
+const VIEW_MIGRATIONS: [u32; 4] = [2, 6, 9, 10];
 /// Re-keys the detail tables by event identity; applied to a tenant database
 /// once (while its `ticket_tasks.version` is still UInt8).
 const IDENTITY_MIGRATION: u32 = 7;
