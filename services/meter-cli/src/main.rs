@@ -5,6 +5,7 @@ mod analytics_cmd;
 mod bench_cmd;
 mod backfill;
 mod demo;
+mod forecast_cmd;
 mod periods_cmd;
 mod reprocess_cmd;
 
@@ -94,6 +95,10 @@ enum Command {
         #[command(subcommand)]
         action: analytics_cmd::ContractsAction,
     },
+    /// Budget forecast: per tenant and contract, the next 12 months of consumption and cost
+    /// (seasonal: same months of earlier years, at the last 12 months' level), the remaining
+    /// budget and the day it runs out. `meter forecast --help` explains the method.
+    Forecast(forecast_cmd::ForecastArgs),
     /// Tenants: their own ClickHouse database and read-only user for BI tools.
     Tenants {
         #[command(subcommand)]
@@ -510,6 +515,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Periods { action } => periods_cmd::run(&config, action).await?,
         Command::Contracts { action } => analytics_cmd::contracts(&config, action).await?,
         Command::Tenants { action } => analytics_cmd::tenants(&config, action).await?,
+        Command::Forecast(args) => forecast_cmd::run(&config, args).await?,
         Command::Bench { target: BenchTarget::Clickhouse(args) } => bench_cmd::run(&config, args).await?,
         Command::Export { format: ExportFormat::Focus(args) } => analytics_cmd::export_focus(&config, args).await?,
         Command::Demo { action: DemoAction::Generate { out } } => {
