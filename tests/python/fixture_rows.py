@@ -321,6 +321,20 @@ def spike_factor_rows():
             for tenant, cid, *_ in CONTRACTS if cid in SPIKE_FACTORS]
 
 
+# Capacity installed (datacenter_capacity): par1 holds both tenants' VMs
+# (4 vCPU, 8 GiB, 100 GB each: 80 % of its vCPU on a full day); lyo1 sells
+# nothing (no fill-rate row). A first load is replaced by the later one.
+CAPACITY = {"par1": (10, 32, 500), "lyo1": (64, 256, 10000)}
+
+
+def capacity_rows():
+    rows = []
+    for name, (vcpu, ram, storage) in sorted(CAPACITY.items()):
+        row = {"datacenter": name, "vcpu": vcpu, "ram_gib": ram, "storage_gb": storage, "loaded_at": dt.datetime(2026, 11, 20, 10, 0)}
+        rows += [dict(row, vcpu=vcpu * 2, loaded_at=dt.datetime(2026, 11, 1, 10, 0)), row]
+    return rows
+
+
 def fixture_inserts(db):
     """INSERT statements loading every fixture row into `db`."""
     contracts, days = contract_rows()
@@ -333,6 +347,7 @@ def fixture_inserts(db):
         ("contracts", contracts),
         ("contract_days", days),
         ("contract_spike_factors", spike_factor_rows()),
+        ("datacenter_capacity", capacity_rows()),
     ]:
         # Small batches: one part each, so that FINAL merges across parts.
         for i in range(0, len(rows), 400):

@@ -156,6 +156,17 @@ def provision_tenant(backend, db, tenant):
     return tdb
 
 
+def tenant_view_names():
+    """The views a tenant database gets (those of tenants.rs VIEW_MIGRATIONS,
+    all with a tenant column); the others (provider fill rate) are the
+    provider's, in the shared database only."""
+    names = []
+    for path in migration_files():
+        if str(migration_version(path)) in tenants_rs_list("VIEW_MIGRATIONS"):
+            names += re.findall(r"CREATE VIEW IF NOT EXISTS \{db\}\.(\w+)", path.read_text())
+    return sorted(names)
+
+
 def views(backend, db):
     out = backend.execute(f"SELECT name FROM system.tables WHERE database = '{db}' AND engine = 'View' ORDER BY name FORMAT TabSeparated")
     return out.split()
@@ -274,7 +285,8 @@ def test_a_tenant_database_gives_the_shared_views_rows_of_its_tenant(engines, te
     for backend in (engines["server"], engines["current"]):
         tdb = provision_tenant(backend, db, tenant)
         tenant_views = views(backend, tdb)
-        assert tenant_views == views(backend, db), f"{backend.name}: the tenant database has other views"
+        assert tenant_views == tenant_view_names(), f"{backend.name}: the tenant database has other views"
+        assert set(tenant_views) < set(views(backend, db))
         for view in tenant_views:
             mine = rows(backend, tdb, view)
             shared = rows(backend, db, view, where=f"WHERE tenant = '{tenant}'")
@@ -372,7 +384,7 @@ def policy_process(folder, db):
         for sql in fixture_inserts(db):
             backend.execute(sql)
         policies = backend.execute("SELECT count() FROM system.row_policies FORMAT TabSeparated").strip()
-        return {"policies": int(policies), "views": {v: [list(r) for r in rows(backend, db, v)] for v in views(backend, db)}}
+        return {"policies": int(policies), "views": {v: [list(r) for r in rows(backend, db, v)] for v in tenant_view_names()}}
     finally:
         backend.close()
 
@@ -387,7 +399,7 @@ def test_current_clickhouse_applies_a_row_policy_through_every_view(engines):
         want = [list(r) for r in rows(current, db, view, where="WHERE tenant = 'acme'")]
         if not want or got != want:
             problems.append(f"{view}: {len(got)} rows under the row policy, {len(want)} rows of acme in the shared view")
-    assert set(seen["views"]) == set(views(current, db))
+    assert set(seen["views"]) == set(tenant_view_names())
     assert not problems, "\n".join(problems)
 
 
@@ -516,3 +528,61 @@ def test_budget_forecast_matches_an_independent_computation(engines, tenant, con
         assert run_out is not None, "the fixture's two-year contract runs out in the forecast January"
     if contract_id == "acme-small-2026":
         assert remaining < 0
+
+
+# ------------------------------------------------------- provider fill rate --
+
+def independent_vcpu_seconds(today):
+    """vCPU-seconds sold per (datacenter, UTC day) from the fixture's VM
+    events, walking each VM's events: a START/CREATE/RESIZE runs until the
+    VM's next event or the start of today."""
+    import datetime as dt
+    from fixture_rows import vm_events
+
+    per_vm = {}
+    for e in vm_events():
+        per_vm.setdefault((e["tenant"], e["source"], e["vm_id"]), []).append(e)
+    sold = {}
+    for events in per_vm.values():
+        events.sort(key=lambda e: e["event_time"])
+        for n, e in enumerate(events):
+            assert e["transition"] in ("START", "RESIZE")
+            begin = e["event_time"]
+            end = events[n + 1]["event_time"] if n + 1 < len(events) else dt.datetime(today.year, today.month, today.day)
+            t = begin
+            while t < end:
+                next_midnight = dt.datetime(t.year, t.month, t.day) + dt.timedelta(days=1)
+                piece = min(end, next_midnight) - t
+                key = (e["datacenter"], t.date())
+                sold[key] = sold.get(key, 0) + e["vcpu"] * int(piece.total_seconds())
+                t = next_midnight
+    return sold
+
+
+def test_provider_fill_rate_matches_an_independent_computation(engines):
+    """provider_fill_rate_daily and _monthly on both engines against the
+    fixture's VM events walked here: 2 VMs of 4 vCPU in par1 (10 vCPU
+    installed) are 80 % of it on a full day."""
+    import datetime as dt
+    from fixture_rows import CAPACITY
+    assert not engines["failures"], "migrations failed; see the first test"
+    db = engines["db"]
+    today = dt.date.fromisoformat(engines["server"].execute("SELECT toString(today())").strip())
+    sold = independent_vcpu_seconds(today)
+    installed = CAPACITY["par1"][0]
+    assert sold[("par1", dt.date(2026, 1, 6))] == 2 * 4 * 86400
+    for backend in (engines["server"], engines["current"]):
+        daily = backend.execute(f"SELECT toString(day), toString(vcpu_fill_rate), toString(installed_vcpu) FROM {db}.provider_fill_rate_daily "
+                                f"WHERE datacenter = 'par1' ORDER BY day FORMAT TabSeparated").split("\n")
+        got = {dt.date.fromisoformat(r.split("\t")[0]): Decimal(r.split("\t")[1]) for r in daily if r}
+        assert sorted(got) == sorted(d for dc, d in sold if dc == "par1"), f"{backend.name}: days"
+        for day, rate in got.items():
+            want = Decimal(sold[("par1", day)]) / 86400 / installed
+            assert abs(rate - want) < Decimal("0.000001"), f"{backend.name}: {day}: {rate} vs {want}"
+        assert got[dt.date(2026, 1, 6)] == Decimal("0.8")
+        monthly = backend.execute(f"SELECT toString(vcpu_fill_rate), days FROM {db}.provider_fill_rate_monthly "
+                                  f"WHERE datacenter = 'par1' AND month = '2026-01-01' FORMAT TabSeparated").strip().split("\t")
+        want = Decimal(sum(s for (dc, d), s in sold.items() if dc == "par1" and d.month == 1 and d.year == 2026)) / (86400 * 31) / installed
+        assert monthly[1] == "31" and abs(Decimal(monthly[0]) - want) < Decimal("0.000001"), f"{backend.name}: {monthly} vs {want}"
+        lyo = backend.execute(f"SELECT count() FROM {db}.provider_fill_rate_daily WHERE datacenter = 'lyo1' FORMAT TabSeparated").strip()
+        assert lyo == "0", "no VM in lyo1: no row"

@@ -92,16 +92,16 @@ SELECT datacenter, month, days,
     storage_gb_sold, installed_storage_gb, if(installed_storage_gb > 0, storage_gb_sold / if(installed_storage_gb > 0, installed_storage_gb, 1), toDecimal128(0, 6)) AS storage_fill_rate
 FROM
 (
-    SELECT datacenter, month, days,
+    SELECT datacenter, month,
+        -- days of the month, or up to yesterday for the current month (at least 1)
+        toInt64(greatest(if(month = toStartOfMonth(today()), toDayOfMonth(today()) - 1, toDayOfMonth(addDays(addMonths(month, 1), -1))), 1)) AS days,
         toDecimal128(vcpu_seconds, 6) / (86400 * days) AS vcpu_sold,
         toDecimal128(ram_mib_seconds, 6) / (86400 * 1024 * days) AS ram_gib_sold,
         toDecimal128(storage_gb_seconds, 6) / (86400 * days) AS storage_gb_sold
     FROM
     (
         SELECT datacenter, toStartOfMonth(day) AS month,
-            sum(vcpu_seconds) AS vcpu_seconds, sum(ram_mib_seconds) AS ram_mib_seconds, sum(storage_gb_seconds) AS storage_gb_seconds,
-            -- days of the month, or up to yesterday for the current month (at least 1)
-            toInt64(greatest(if(month = toStartOfMonth(today()), toDayOfMonth(today()) - 1, toDayOfMonth(addDays(addMonths(month, 1), -1))), 1)) AS days
+            sum(vcpu_seconds) AS vcpu_seconds, sum(ram_mib_seconds) AS ram_mib_seconds, sum(storage_gb_seconds) AS storage_gb_seconds
         FROM {db}.vm_capacity_sold_daily
         GROUP BY datacenter, month
     )
