@@ -99,6 +99,11 @@ enum Command {
     /// (seasonal: same months of earlier years, at the last 12 months' level), the remaining
     /// budget and the day it runs out. `meter forecast --help` explains the method.
     Forecast(forecast_cmd::ForecastArgs),
+    /// Capacity installed per datacenter, for the provider fill rate (IaaS).
+    Capacity {
+        #[command(subcommand)]
+        action: analytics_cmd::CapacityAction,
+    },
     /// Tenants: their own ClickHouse database and read-only user for BI tools.
     Tenants {
         #[command(subcommand)]
@@ -516,6 +521,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Contracts { action } => analytics_cmd::contracts(&config, action).await?,
         Command::Tenants { action } => analytics_cmd::tenants(&config, action).await?,
         Command::Forecast(args) => forecast_cmd::run(&config, args).await?,
+        Command::Capacity { action } => analytics_cmd::capacity(&config, action).await?,
         Command::Bench { target: BenchTarget::Clickhouse(args) } => bench_cmd::run(&config, args).await?,
         Command::Export { format: ExportFormat::Focus(args) } => analytics_cmd::export_focus(&config, args).await?,
         Command::Demo { action: DemoAction::Generate { out } } => {
