@@ -356,13 +356,24 @@ ROW_POLICY_USERS = """<clickhouse>
 """
 
 
-def rows_under_row_policy(db, tenant):
+def provisioning_row_filters(backend, db, tenant):
+    """The row filters `meter tenants provision` writes for a tenant user on
+    current versions (tenants.rs `row_filter`): every table of the shared
+    database with a tenant column on its tenant, every other table on 0."""
+    tables = backend.execute(f"SELECT name FROM system.tables WHERE database = '{db}' AND engine NOT IN ('View', 'MaterializedView') "
+                             "ORDER BY name FORMAT TabSeparated").split()
+    with_tenant = set(backend.execute(f"SELECT DISTINCT table FROM system.columns WHERE database = '{db}' AND name = 'tenant' "
+                                      "FORMAT TabSeparated").split())
+    return {t: (f"tenant = '{tenant}'" if t in with_tenant else "0") for t in tables}
+
+
+def rows_under_row_policy(db, tenant, filters):
     """In a chDB of its own (a process: its configuration is global), whose
-    user has the row filter `tenant = '<tenant>'` on every shared table:
-    the migrations, the fixture rows, and every view's rows."""
+    user has the provisioning's row filters on the shared tables: the
+    migrations, the fixture rows, and every view's rows."""
     folder = tempfile.mkdtemp(prefix="meter-chdb-policy-")
     try:
-        tables = "".join(f"<{t}><filter>tenant = '{tenant}'</filter></{t}>" for t in tenants_rs_list("TENANT_TABLES"))
+        tables = "".join(f"<{t}><filter>{f}</filter></{t}>" for t, f in filters.items())
         Path(folder, "users.xml").write_text(ROW_POLICY_USERS.format(db=db, tables=tables))
         Path(folder, "config.xml").write_text(
             f"<clickhouse><user_directories><users_xml><path>{folder}/users.xml</path></users_xml></user_directories></clickhouse>")
@@ -384,7 +395,11 @@ def policy_process(folder, db):
         for sql in fixture_inserts(db):
             backend.execute(sql)
         policies = backend.execute("SELECT count() FROM system.row_policies FORMAT TabSeparated").strip()
-        return {"policies": int(policies), "views": {v: [list(r) for r in rows(backend, db, v)] for v in tenant_view_names()}}
+        # The fixture loads capacity rows: a filter of 0 hides them.
+        unfiltered = {t: int(backend.execute(f"SELECT count() FROM {db}.{t} FORMAT TabSeparated").strip()) for t in ("datacenter_capacity",)}
+        provider = {v: len(rows(backend, db, v)) for v in views(backend, db) if v not in tenant_view_names()}
+        return {"policies": int(policies), "views": {v: [list(r) for r in rows(backend, db, v)] for v in tenant_view_names()},
+                "tables_without_tenant": unfiltered, "provider_views": provider}
     finally:
         backend.close()
 
@@ -392,8 +407,13 @@ def policy_process(folder, db):
 def test_current_clickhouse_applies_a_row_policy_through_every_view(engines):
     assert not engines["failures"], "migrations failed; see the first test"
     db, current = engines["db"], engines["current"]
-    seen = rows_under_row_policy(db, "acme")
-    assert seen["policies"] >= len(tenants_rs_list("TENANT_TABLES")), seen["policies"]
+    filters = provisioning_row_filters(current, db, "acme")
+    assert filters["aggregates"] == "tenant = 'acme'" and filters["datacenter_capacity"] == "0", filters
+    seen = rows_under_row_policy(db, "acme", filters)
+    assert seen["policies"] >= len(filters), seen["policies"]
+    # Tables without a tenant column and the provider's views give a tenant nothing.
+    assert set(seen["tables_without_tenant"].values()) == {0}, seen["tables_without_tenant"]
+    assert seen["provider_views"] and set(seen["provider_views"].values()) == {0}, seen["provider_views"]
     problems = []
     for view, got in seen["views"].items():
         want = [list(r) for r in rows(current, db, view, where="WHERE tenant = 'acme'")]

@@ -151,7 +151,7 @@ pub async fn tenants(config: &MeterConfig, action: TenantsAction) -> Result<()> 
                         (hex::encode(bytes), true)
                     }
                 };
-                let (db, user) = sink_clickhouse::tenants::provision(
+                let done = sink_clickhouse::tenants::provision(
                     &client,
                     &config.clickhouse.database,
                     &t,
@@ -159,10 +159,16 @@ pub async fn tenants(config: &MeterConfig, action: TenantsAction) -> Result<()> 
                     &config.clickhouse.users_d_dir,
                 )
                 .await?;
-                if generated {
-                    println!("{t}: database {db}, read-only user {user}, password {password} (shown once)");
+                let (db, user) = (&done.database, &done.user);
+                let shared = if done.row_filters {
+                    format!(", and {} under row filters (its rows only)", config.clickhouse.database)
                 } else {
-                    println!("{t}: database {db}, read-only user {user}");
+                    String::new()
+                };
+                if generated {
+                    println!("{t}: database {db}{shared}, read-only user {user}, password {password} (shown once)");
+                } else {
+                    println!("{t}: database {db}{shared}, read-only user {user}");
                 }
             }
         }
