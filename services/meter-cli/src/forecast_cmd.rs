@@ -30,19 +30,6 @@ pub const SEASONAL_MIN_MONTHS: i64 = 12;
 const MICROS: i64 = 1_000_000;
 
 #[derive(Args)]
-#[command(long_about = "Forecast, per tenant and contract, the next 12 months of consumption (in the contract's unit: \
-days, euros or tickets) and cost, with the remaining budget and the day it runs out.
-
-Method (the same as the ClickHouse views consumption_forecast and budget_forecast):
-  - The forecast starts at the current month, or at the month after the tenant's last data if earlier.
-  - With 12 months of history or more (method 'seasonal'), month M = level x average(M) / sum of the
-    12 averages: level is the consumption of the last 12 months, average(M) the mean of the months M
-    of earlier years. A January that was high in earlier years is forecast high, at the recent level.
-  - With less than 12 months (method 'flat'), every month is the mean month of the history.
-  - Budget: the contract's amounts (with their revisions) minus what was consumed before the
-    forecast start; the forecast of each month is spread evenly over its days inside the contract;
-    the run-out date is the first day the forecast consumption reaches the budget (none if it does
-    not within the contract and the 12 months).")]
 pub struct ForecastArgs {
     /// Only this tenant.
     #[arg(long)]
