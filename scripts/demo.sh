@@ -34,6 +34,10 @@ step "aggregator -> aggregate topic"
 step "sink -> ClickHouse"
 "$METER" sink clickhouse --until-idle 3
 
+step "contracts and datacenter capacity"
+"$METER" contracts load config/contracts.example.toml
+"$METER" capacity load config/capacity.toml
+
 step "what landed in ClickHouse"
 clickhouse-client --port "${METER_CLICKHOUSE_TCP_PORT:-9000}" --format PrettyCompact -q "
 SELECT tenant, kind, toYYYYMM(window_date) AS month, metric, unit,
@@ -53,6 +57,8 @@ Where to look
                    FROM meter.aggregates FINAL WHERE tenant = 'acme' AND kind = 'TICKET_TIME'
                    AND period = 'MONTH' AND toMonth(window_date) = 1 GROUP BY year ORDER BY year"
                daily view: SELECT * FROM meter.daily_totals LIMIT 20
+  Forecast     target/debug/meter forecast --tenant acme   (the high January, the budget left)
+               fill rate: SELECT * FROM meter.provider_fill_rate_daily ORDER BY day
   Kafka        127.0.0.1:9092 (Tansu)   topics meter.events.*, meter.aggregates, meter.dead-letters
   Prometheus   http://127.0.0.1:9090
   Run the services continuously:  target/debug/meter aggregate   |   target/debug/meter sink clickhouse

@@ -7,10 +7,12 @@
 //!   a gridPos inside the 24-column grid; every query target has a unique refId
 //!   and uses a data source that deploy/grafana/provisioning provisions;
 //! - every PromQL expression (Prometheus panels and variables, alert rules)
-//!   names only metrics that the services export: `"meter_..."` string
-//!   literals in services/*/src (a histogram only as its `_bucket`, `_sum` and
-//!   `_count` series), Prometheus' `up` and `ALERTS`, and recorded rules; every
-//!   other word is a PromQL function, aggregation or keyword;
+//!   parses (promql-parser) and selects only metrics of the services'
+//!   catalogues (`METRICS` of each crate, `meter_telemetry::MetricFamily`; a
+//!   histogram only as its `_bucket`, `_sum` and `_count` series), Prometheus'
+//!   `up` and `ALERTS`, and recorded rules, with label matchers naming only the
+//!   family's labels and, for closed labels (reasons), only their values; the
+//!   catalogue itself is checked against what the services register;
 //! - every ClickHouse query (panels, variables, SQL quoted in alert
 //!   annotations) reads only `meter.<relation>`s that a migration in
 //!   services/sink-clickhouse/migrations creates, a ReplacingMergeTree table
@@ -54,17 +56,6 @@ fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
     out
 }
 
-fn rust_files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("directory entry").path();
-        if path.is_dir() {
-            rust_files_under(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
 fn dashboards() -> Vec<(PathBuf, Json)> {
     files(&repo_root().join("dashboards"), ".json")
         .into_iter()
@@ -86,53 +77,6 @@ fn rule_files() -> Vec<(PathBuf, Yaml)> {
 }
 
 // ------------------------------------------------------ exported metrics --
-
-/// `"meter_..."` string literals of a Rust source, each with whether it names
-/// a histogram (`HistogramOpts::new("...")` or `histogram_opts!("...")`).
-fn metric_literals(src: &str) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    let mut from = 0;
-    while let Some(pos) = src[from..].find("\"meter_") {
-        let start = from + pos + 1;
-        let len = src[start..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(src.len() - start);
-        let end = start + len;
-        if src[end..].starts_with('"') {
-            let before = src[..start - 1].trim_end();
-            let histogram = before.ends_with("HistogramOpts::new(") || before.ends_with("histogram_opts!(");
-            out.push((src[start..end].to_string(), histogram));
-        }
-        from = end;
-    }
-    out
-}
-
-/// The series names the services expose, from the metric names in their source.
-fn exported_metrics() -> BTreeSet<String> {
-    let mut sources = Vec::new();
-    for service in std::fs::read_dir(repo_root().join("services")).expect("services/ is readable") {
-        let src = service.expect("directory entry").path().join("src");
-        if src.is_dir() {
-            rust_files_under(&src, &mut sources);
-        }
-    }
-    let mut names = BTreeSet::new();
-    for path in sources {
-        for (name, histogram) in metric_literals(&read(&path)) {
-            if histogram {
-                for suffix in ["_bucket", "_sum", "_count"] {
-                    names.insert(format!("{name}{suffix}"));
-                }
-            } else {
-                names.insert(name);
-            }
-        }
-    }
-    // Guard against a scanner that silently finds nothing.
-    for expected in ["meter_collector_events_read_total"] {
-        assert!(names.contains(expected), "the metric scan of services/*/src did not find {expected}: fix metric_literals()");
-    }
-    names
-}
 
 /// Names the rules record (`record:`): expressions may use them too.
 fn recorded_names() -> BTreeSet<String> {
@@ -166,6 +110,7 @@ fn catalogue() -> Vec<meter_telemetry::MetricFamily> {
         aggregator::internal_events::METRICS,
         sink_clickhouse::internal_events::METRICS,
         sink_clickhouse::contract_metrics::METRICS,
+        sink_clickhouse::capacity::METRICS,
     ]
     .concat()
 }
@@ -177,13 +122,7 @@ fn known() -> Known {
             families.insert(name, family);
         }
     }
-    let mut metrics = exported_metrics();
-    // The source scan only serves families not yet in a catalogue; for the
-    // others the catalogue says which series exist (a histogram's three).
-    for family in catalogue() {
-        metrics.remove(family.name);
-    }
-    metrics.extend(families.keys().cloned());
+    let mut metrics: BTreeSet<String> = families.keys().cloned().collect();
     metrics.extend(recorded_names());
     metrics.insert("up".into());
     metrics.insert("ALERTS".into());
@@ -977,10 +916,29 @@ fn sql_check_catches_unknown_relations_columns_and_missing_final() {
 }
 
 #[test]
-fn metric_scan_tells_histograms() {
-    let src = r#"let h = Histogram::with_opts(HistogramOpts::new("meter_x_seconds", "help"))?; let c = Opts::new("meter_y_total", "help"); "meter_z"; "not_meter_w""#;
-    assert_eq!(
-        metric_literals(src),
-        vec![("meter_x_seconds".to_string(), true), ("meter_y_total".to_string(), false), ("meter_z".to_string(), false)]
-    );
+fn the_catalogue_is_exactly_what_the_services_register() {
+    let registry = meter_telemetry::registry("catalogue-check").expect("build info registers");
+    let collector = collector_runtime::CollectorMetrics::register(&registry).expect("collector families");
+    ingest_api::api::IngestMetrics::with_collector_metrics(collector, &registry).expect("ingest families");
+    aggregator::runner::AggregatorMetrics::register(&registry).expect("aggregator families");
+    sink_clickhouse::writer::SinkMetrics::register(&registry).expect("sink families");
+    sink_clickhouse::contract_metrics::ContractGauges::register(&registry).expect("contract families");
+    sink_clickhouse::capacity::FillGauges::register(&registry).expect("fill-rate families");
+    // A family without a sample yet is still described by its help text.
+    let registered: BTreeSet<String> = registry.gather().iter().map(|f| f.name().to_string()).collect();
+    let catalogued: BTreeSet<String> = catalogue().iter().map(|f| f.name.to_string()).collect();
+    let vec_families_without_samples: BTreeSet<String> = catalogued.difference(&registered).cloned().collect();
+    // Label-vector families show up in a scrape only once a label set is used:
+    // each of those must at least be a labelled family.
+    for name in &vec_families_without_samples {
+        let family = catalogue().into_iter().find(|f| f.name == name).expect("catalogued");
+        assert!(!family.labels.is_empty(), "{name} is catalogued but no service registers it");
+    }
+    assert!(registered.is_subset(&catalogued), "registered but not catalogued: {:?}", registered.difference(&catalogued).collect::<Vec<_>>());
+    for family in catalogue() {
+        assert!(family.name.starts_with("meter_"), "{}", family.name);
+        if family.metric_type == meter_telemetry::MetricType::Counter {
+            assert!(family.name.ends_with("_total"), "a counter is named meter_<noun>_<verb>_total: {}", family.name);
+        }
+    }
 }

@@ -265,6 +265,10 @@ CONTRACTS = [
      [(dt.date(2026, 4, 1), Decimal("200")), (dt.date(2026, 9, 1), Decimal("300"))]),
     ("initech", "initech-iaas-2026", "euros", Decimal("7000"), Decimal("8"), dt.date(2026, 1, 1), dt.date(2026, 12, 31), None, []),
     ("initech", "initech-tickets-2025", "tickets", Decimal("120"), Decimal("7"), dt.date(2024, 7, 1), dt.date(2025, 6, 30), None, []),
+    # Budget forecast cases: a two-year contract of 12 days (7-hour days)
+    # whose forecast January 2027 uses it up; a small one already used up.
+    ("initech", "initech-mco-2025-27", "days", Decimal("12"), Decimal("7"), dt.date(2025, 6, 1), dt.date(2027, 5, 31), None, []),
+    ("acme", "acme-small-2026", "days", Decimal("10"), Decimal("8"), dt.date(2026, 1, 1), dt.date(2026, 12, 31), None, []),
 ]
 
 
@@ -317,6 +321,20 @@ def spike_factor_rows():
             for tenant, cid, *_ in CONTRACTS if cid in SPIKE_FACTORS]
 
 
+# Capacity installed (datacenter_capacity): par1 holds both tenants' VMs
+# (4 vCPU, 8 GiB, 100 GB each: 80 % of its vCPU on a full day); lyo1 sells
+# nothing (no fill-rate row). A first load is replaced by the later one.
+CAPACITY = {"par1": (10, 32, 500), "lyo1": (64, 256, 10000)}
+
+
+def capacity_rows():
+    rows = []
+    for name, (vcpu, ram, storage) in sorted(CAPACITY.items()):
+        row = {"datacenter": name, "vcpu": vcpu, "ram_gib": ram, "storage_gb": storage, "loaded_at": dt.datetime(2026, 11, 20, 10, 0)}
+        rows += [dict(row, vcpu=vcpu * 2, loaded_at=dt.datetime(2026, 11, 1, 10, 0)), row]
+    return rows
+
+
 def fixture_inserts(db):
     """INSERT statements loading every fixture row into `db`."""
     contracts, days = contract_rows()
@@ -329,6 +347,7 @@ def fixture_inserts(db):
         ("contracts", contracts),
         ("contract_days", days),
         ("contract_spike_factors", spike_factor_rows()),
+        ("datacenter_capacity", capacity_rows()),
     ]:
         # Small batches: one part each, so that FINAL merges across parts.
         for i in range(0, len(rows), 400):

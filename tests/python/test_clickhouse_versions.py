@@ -156,6 +156,17 @@ def provision_tenant(backend, db, tenant):
     return tdb
 
 
+def tenant_view_names():
+    """The views a tenant database gets (those of tenants.rs VIEW_MIGRATIONS,
+    all with a tenant column); the others (provider fill rate) are the
+    provider's, in the shared database only."""
+    names = []
+    for path in migration_files():
+        if str(migration_version(path)) in tenants_rs_list("VIEW_MIGRATIONS"):
+            names += re.findall(r"CREATE VIEW IF NOT EXISTS \{db\}\.(\w+)", path.read_text())
+    return sorted(names)
+
+
 def views(backend, db):
     out = backend.execute(f"SELECT name FROM system.tables WHERE database = '{db}' AND engine = 'View' ORDER BY name FORMAT TabSeparated")
     return out.split()
@@ -274,7 +285,8 @@ def test_a_tenant_database_gives_the_shared_views_rows_of_its_tenant(engines, te
     for backend in (engines["server"], engines["current"]):
         tdb = provision_tenant(backend, db, tenant)
         tenant_views = views(backend, tdb)
-        assert tenant_views == views(backend, db), f"{backend.name}: the tenant database has other views"
+        assert tenant_views == tenant_view_names(), f"{backend.name}: the tenant database has other views"
+        assert set(tenant_views) < set(views(backend, db))
         for view in tenant_views:
             mine = rows(backend, tdb, view)
             shared = rows(backend, db, view, where=f"WHERE tenant = '{tenant}'")
@@ -344,13 +356,24 @@ ROW_POLICY_USERS = """<clickhouse>
 """
 
 
-def rows_under_row_policy(db, tenant):
+def provisioning_row_filters(backend, db, tenant):
+    """The row filters `meter tenants provision` writes for a tenant user on
+    current versions (tenants.rs `row_filter`): every table of the shared
+    database with a tenant column on its tenant, every other table on 0."""
+    tables = backend.execute(f"SELECT name FROM system.tables WHERE database = '{db}' AND engine NOT IN ('View', 'MaterializedView') "
+                             "ORDER BY name FORMAT TabSeparated").split()
+    with_tenant = set(backend.execute(f"SELECT DISTINCT table FROM system.columns WHERE database = '{db}' AND name = 'tenant' "
+                                      "FORMAT TabSeparated").split())
+    return {t: (f"tenant = '{tenant}'" if t in with_tenant else "0") for t in tables}
+
+
+def rows_under_row_policy(db, tenant, filters):
     """In a chDB of its own (a process: its configuration is global), whose
-    user has the row filter `tenant = '<tenant>'` on every shared table:
-    the migrations, the fixture rows, and every view's rows."""
+    user has the provisioning's row filters on the shared tables: the
+    migrations, the fixture rows, and every view's rows."""
     folder = tempfile.mkdtemp(prefix="meter-chdb-policy-")
     try:
-        tables = "".join(f"<{t}><filter>tenant = '{tenant}'</filter></{t}>" for t in tenants_rs_list("TENANT_TABLES"))
+        tables = "".join(f"<{t}><filter>{f}</filter></{t}>" for t, f in filters.items())
         Path(folder, "users.xml").write_text(ROW_POLICY_USERS.format(db=db, tables=tables))
         Path(folder, "config.xml").write_text(
             f"<clickhouse><user_directories><users_xml><path>{folder}/users.xml</path></users_xml></user_directories></clickhouse>")
@@ -372,7 +395,11 @@ def policy_process(folder, db):
         for sql in fixture_inserts(db):
             backend.execute(sql)
         policies = backend.execute("SELECT count() FROM system.row_policies FORMAT TabSeparated").strip()
-        return {"policies": int(policies), "views": {v: [list(r) for r in rows(backend, db, v)] for v in views(backend, db)}}
+        # The fixture loads capacity rows: a filter of 0 hides them.
+        unfiltered = {t: int(backend.execute(f"SELECT count() FROM {db}.{t} FORMAT TabSeparated").strip()) for t in ("datacenter_capacity",)}
+        provider = {v: len(rows(backend, db, v)) for v in views(backend, db) if v not in tenant_view_names()}
+        return {"policies": int(policies), "views": {v: [list(r) for r in rows(backend, db, v)] for v in tenant_view_names()},
+                "tables_without_tenant": unfiltered, "provider_views": provider}
     finally:
         backend.close()
 
@@ -380,14 +407,24 @@ def policy_process(folder, db):
 def test_current_clickhouse_applies_a_row_policy_through_every_view(engines):
     assert not engines["failures"], "migrations failed; see the first test"
     db, current = engines["db"], engines["current"]
-    seen = rows_under_row_policy(db, "acme")
-    assert seen["policies"] >= len(tenants_rs_list("TENANT_TABLES")), seen["policies"]
+    filters = provisioning_row_filters(current, db, "acme")
+    assert filters["aggregates"] == "tenant = 'acme'" and filters["datacenter_capacity"] == "0", filters
+    seen = rows_under_row_policy(db, "acme", filters)
+    assert seen["policies"] >= len(filters), seen["policies"]
+    # Tables without a tenant column give a tenant nothing, so do the fill
+    # rates (capacity installed is the provider's); the capacity its own VMs
+    # use (vm_capacity_sold_daily, with a tenant column) is its rows only.
+    assert set(seen["tables_without_tenant"].values()) == {0}, seen["tables_without_tenant"]
+    provider = seen["provider_views"]
+    assert provider["provider_fill_rate_daily"] == 0 and provider["provider_fill_rate_monthly"] == 0, provider
+    acme_sold = len(rows(current, db, "vm_capacity_sold_daily", where="WHERE tenant = 'acme'"))
+    assert acme_sold > 0 and provider["vm_capacity_sold_daily"] == acme_sold, (provider, acme_sold)
     problems = []
     for view, got in seen["views"].items():
         want = [list(r) for r in rows(current, db, view, where="WHERE tenant = 'acme'")]
         if not want or got != want:
             problems.append(f"{view}: {len(got)} rows under the row policy, {len(want)} rows of acme in the shared view")
-    assert set(seen["views"]) == set(views(current, db))
+    assert set(seen["views"]) == set(tenant_view_names())
     assert not problems, "\n".join(problems)
 
 
@@ -426,3 +463,151 @@ def test_clickhouse_18_16_ignores_row_filters_so_tenants_get_databases(engines):
         assert r.text.split() == ["acme", "initech"], r.text
     finally:
         path.unlink()
+
+
+# ---------------------------------------------------------- budget forecast --
+
+def month_add(d, n):
+    y, m = divmod(d.year * 12 + d.month - 1 + n, 12)
+    return d.replace(year=y, month=m + 1, day=1)
+
+
+def independent_forecast(tenant, contract_id, today):
+    """The budget forecast of a days contract computed from the fixture's raw
+    ticket tasks and contract days with decimals, as an analyst would in a
+    spreadsheet (not from the views): (start, method, {month: forecast},
+    remaining, run-out date)."""
+    import datetime as dt
+    from fixture_rows import CONTRACTS, contract_rows, ticket_tasks
+
+    (_, _, unit, _, hours, start_date, end_date, _, _), = [c for c in CONTRACTS if c[0] == tenant and c[1] == contract_id]
+    assert unit == "days"
+    per_day = hours * 60
+    used = {}
+    for t in ticket_tasks():
+        if t["tenant"] == tenant:
+            month = t["local_date"].replace(day=1)
+            used[month] = used.get(month, Decimal(0)) + Decimal(t["minutes_worked"]) / per_day
+    start = min(today.replace(day=1), month_add(max(used), 1))
+    history = {}
+    m = min(used)
+    while m < start:
+        history[m] = used.get(m, Decimal(0))
+        m = month_add(m, 1)
+    seasonal = len(history) >= 12
+    level = sum(x for m, x in history.items() if m >= month_add(start, -12))
+    average = {k: (sum(x for m, x in history.items() if m.month == k) / len([m for m in history if m.month == k]))
+               if any(m.month == k for m in history) else Decimal(0) for k in range(1, 13)}
+    months = [month_add(start, i) for i in range(12)]
+    if seasonal:
+        forecast = {m: level * average[m.month] / sum(average.values()) for m in months}
+    else:
+        forecast = {m: sum(history.values()) / len(history) for m in months}
+    _, days = contract_rows()
+    budget = sum(d["expected"] for d in days if d["tenant"] == tenant and d["contract_id"] == contract_id)
+    consumed = sum(x for m, x in used.items() if start_date.replace(day=1) <= m < start)
+    remaining = budget - consumed
+    run_out, cumulative = None, Decimal(0)
+    day = start
+    while remaining > 0 and day <= end_date and day < month_add(start, 12):
+        if day >= start_date:
+            month_days = (month_add(day, 1) - day.replace(day=1)).days
+            cumulative += forecast[day.replace(day=1)] / month_days
+            if cumulative >= remaining:
+                run_out = day
+                break
+        day += dt.timedelta(days=1)
+    return start, "seasonal" if seasonal else "flat", forecast, remaining, run_out
+
+
+@pytest.mark.parametrize("tenant, contract_id", [("acme", "acme-mco-2026"), ("initech", "initech-mco-2025-27"), ("acme", "acme-small-2026")])
+def test_budget_forecast_matches_an_independent_computation(engines, tenant, contract_id):
+    """consumption_forecast and budget_forecast on both engines against the
+    forecast computed in Python from the raw fixture rows: DOMAIN.md's high
+    January (16 then 27 days) is forecast high, a budget that the forecast
+    January uses up runs out on the day computed here, one already used up
+    is 'exhausted'."""
+    import datetime as dt
+    assert not engines["failures"], "migrations failed; see the first test"
+    db = engines["db"]
+    today = dt.date.fromisoformat(engines["server"].execute("SELECT toString(today())").strip())
+    start, method, forecast, remaining, run_out = independent_forecast(tenant, contract_id, today)
+    tolerance = Decimal("0.00001")
+    for backend in (engines["server"], engines["current"]):
+        rows = backend.execute(f"SELECT toString(month), toString(forecast), toString(forecast_start), method FROM {db}.consumption_forecast "
+                               f"WHERE tenant = '{tenant}' AND contract_id = '{contract_id}' ORDER BY month FORMAT TabSeparated").split("\n")
+        got = {dt.date.fromisoformat(r.split("\t")[0]): Decimal(r.split("\t")[1]) for r in rows if r}
+        assert sorted(got) == sorted(forecast), f"{backend.name}: months {sorted(got)}"
+        for m, want in forecast.items():
+            assert abs(got[m] - want) < tolerance, f"{backend.name}: {contract_id} {m}: {got[m]} vs {want}"
+        assert {r.split("\t")[2] for r in rows if r} == {start.isoformat()}
+        assert {r.split("\t")[3] for r in rows if r} == {method}
+        high = max(forecast, key=forecast.get)
+        assert high.month == 1 and forecast[high] > 0, f"the January forecast is the highest: {forecast}"
+        line = backend.execute(f"SELECT toString(remaining), ifNull(toString(run_out_date), ''), status FROM {db}.budget_forecast "
+                               f"WHERE tenant = '{tenant}' AND contract_id = '{contract_id}' FORMAT TabSeparated").strip().split("\t")
+        assert abs(Decimal(line[0]) - remaining) < tolerance, f"{backend.name}: remaining {line[0]} vs {remaining}"
+        assert line[1] == (run_out.isoformat() if run_out else ""), f"{backend.name}: run-out {line[1]} vs {run_out}"
+        assert line[2] == ("exhausted" if remaining <= 0 else "runs out" if run_out else "lasts"), line
+    if contract_id == "initech-mco-2025-27":
+        assert run_out is not None, "the fixture's two-year contract runs out in the forecast January"
+    if contract_id == "acme-small-2026":
+        assert remaining < 0
+
+
+# ------------------------------------------------------- provider fill rate --
+
+def independent_vcpu_seconds(today):
+    """vCPU-seconds sold per (datacenter, UTC day) from the fixture's VM
+    events, walking each VM's events: a START/CREATE/RESIZE runs until the
+    VM's next event or the start of today."""
+    import datetime as dt
+    from fixture_rows import vm_events
+
+    per_vm = {}
+    for e in vm_events():
+        per_vm.setdefault((e["tenant"], e["source"], e["vm_id"]), []).append(e)
+    sold = {}
+    for events in per_vm.values():
+        events.sort(key=lambda e: e["event_time"])
+        for n, e in enumerate(events):
+            assert e["transition"] in ("START", "RESIZE")
+            begin = e["event_time"]
+            end = events[n + 1]["event_time"] if n + 1 < len(events) else dt.datetime(today.year, today.month, today.day)
+            t = begin
+            while t < end:
+                next_midnight = dt.datetime(t.year, t.month, t.day) + dt.timedelta(days=1)
+                piece = min(end, next_midnight) - t
+                key = (e["datacenter"], t.date())
+                sold[key] = sold.get(key, 0) + e["vcpu"] * int(piece.total_seconds())
+                t = next_midnight
+    return sold
+
+
+def test_provider_fill_rate_matches_an_independent_computation(engines):
+    """provider_fill_rate_daily and _monthly on both engines against the
+    fixture's VM events walked here: 2 VMs of 4 vCPU in par1 (10 vCPU
+    installed) are 80 % of it on a full day."""
+    import datetime as dt
+    from fixture_rows import CAPACITY
+    assert not engines["failures"], "migrations failed; see the first test"
+    db = engines["db"]
+    today = dt.date.fromisoformat(engines["server"].execute("SELECT toString(today())").strip())
+    sold = independent_vcpu_seconds(today)
+    installed = CAPACITY["par1"][0]
+    assert sold[("par1", dt.date(2026, 1, 6))] == 2 * 4 * 86400
+    for backend in (engines["server"], engines["current"]):
+        daily = backend.execute(f"SELECT toString(day), toString(vcpu_fill_rate), toString(installed_vcpu) FROM {db}.provider_fill_rate_daily "
+                                f"WHERE datacenter = 'par1' ORDER BY day FORMAT TabSeparated").split("\n")
+        got = {dt.date.fromisoformat(r.split("\t")[0]): Decimal(r.split("\t")[1]) for r in daily if r}
+        assert sorted(got) == sorted(d for dc, d in sold if dc == "par1"), f"{backend.name}: days"
+        for day, rate in got.items():
+            want = Decimal(sold[("par1", day)]) / 86400 / installed
+            assert abs(rate - want) < Decimal("0.000001"), f"{backend.name}: {day}: {rate} vs {want}"
+        assert got[dt.date(2026, 1, 6)] == Decimal("0.8")
+        monthly = backend.execute(f"SELECT toString(vcpu_fill_rate), days FROM {db}.provider_fill_rate_monthly "
+                                  f"WHERE datacenter = 'par1' AND month = '2026-01-01' FORMAT TabSeparated").strip().split("\t")
+        want = Decimal(sum(s for (dc, d), s in sold.items() if dc == "par1" and d.month == 1 and d.year == 2026)) / (86400 * 31) / installed
+        assert monthly[1] == "31" and abs(Decimal(monthly[0]) - want) < Decimal("0.000001"), f"{backend.name}: {monthly} vs {want}"
+        lyo = backend.execute(f"SELECT count() FROM {db}.provider_fill_rate_daily WHERE datacenter = 'lyo1' FORMAT TabSeparated").strip()
+        assert lyo == "0", "no VM in lyo1: no row"

@@ -15,8 +15,29 @@ pub enum ContractsAction {
     /// Load contracts (format: config/contracts.example.toml) into ClickHouse; a reload replaces them.
     Load { file: PathBuf },
     /// Serve each contract's burn as Prometheus gauges (meter_tenant_contract_consumed_ratio...)
-    /// on contracts.metrics_listen, read from ClickHouse every contracts.refresh_seconds.
+    /// and the provider fill rate per datacenter (meter_provider_fill_ratio) on
+    /// contracts.metrics_listen, read from ClickHouse every contracts.refresh_seconds.
     Metrics,
+}
+
+#[derive(Subcommand)]
+pub enum CapacityAction {
+    /// Load the capacity installed per datacenter (format and defaults: config/capacity.toml)
+    /// into ClickHouse's datacenter_capacity, for the provider fill rate views; a reload
+    /// replaces each listed datacenter.
+    Load { file: PathBuf },
+}
+
+pub async fn capacity(config: &MeterConfig, action: CapacityAction) -> Result<()> {
+    match action {
+        CapacityAction::Load { file } => {
+            let capacity = meter_config::capacity::load(&file)?;
+            let client = sink_clickhouse::client(&config.clickhouse).with_database(&config.clickhouse.database);
+            let n = sink_clickhouse::capacity::store(&client, &capacity).await.context("writing datacenter_capacity (migrated? `meter migrate`)")?;
+            println!("{n} datacenters loaded from {}", file.display());
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -85,9 +106,11 @@ pub async fn contracts(config: &MeterConfig, action: ContractsAction) -> Result<
         ContractsAction::Metrics => {
             let registry = meter_telemetry::registry("contracts-metrics")?;
             let gauges = sink_clickhouse::contract_metrics::ContractGauges::register(&registry)?;
+            let fill = sink_clickhouse::capacity::FillGauges::register(&registry)?;
             meter_telemetry::serve_metrics(config.contracts.metrics_listen, registry).await?;
             let client = sink_clickhouse::client(&config.clickhouse).with_database(&config.clickhouse.database);
             let every = std::time::Duration::from_secs(config.contracts.refresh_seconds.max(1));
+            tokio::spawn(sink_clickhouse::capacity::run(client.clone(), fill, every));
             sink_clickhouse::contract_metrics::run(client, gauges, every).await;
         }
     }
@@ -128,7 +151,7 @@ pub async fn tenants(config: &MeterConfig, action: TenantsAction) -> Result<()> 
                         (hex::encode(bytes), true)
                     }
                 };
-                let (db, user) = sink_clickhouse::tenants::provision(
+                let done = sink_clickhouse::tenants::provision(
                     &client,
                     &config.clickhouse.database,
                     &t,
@@ -136,10 +159,16 @@ pub async fn tenants(config: &MeterConfig, action: TenantsAction) -> Result<()> 
                     &config.clickhouse.users_d_dir,
                 )
                 .await?;
-                if generated {
-                    println!("{t}: database {db}, read-only user {user}, password {password} (shown once)");
+                let (db, user) = (&done.database, &done.user);
+                let shared = if done.row_filters {
+                    format!(", and {} under row filters (its rows only)", config.clickhouse.database)
                 } else {
-                    println!("{t}: database {db}, read-only user {user}");
+                    String::new()
+                };
+                if generated {
+                    println!("{t}: database {db}{shared}, read-only user {user}, password {password} (shown once)");
+                } else {
+                    println!("{t}: database {db}{shared}, read-only user {user}");
                 }
             }
         }

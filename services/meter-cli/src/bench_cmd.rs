@@ -122,7 +122,7 @@ pub async fn run(config: &MeterConfig, args: BenchArgs) -> Result<()> {
     // which holds only their rows; admins read the shared views.
     let tenant = format!("tenant{:04}", args.tenants / 2);
     let t0 = Instant::now();
-    let (tenant_db, _) = sink_clickhouse::tenants::provision(&admin, &args.database, &tenant, "bench-only", &config.clickhouse.users_d_dir).await?;
+    let tenant_db = sink_clickhouse::tenants::provision(&admin, &args.database, &tenant, "bench-only", &config.clickhouse.users_d_dir).await?.database;
     println!("provisioned {tenant_db} (back-fill) in {:.1} s", t0.elapsed().as_secs_f64());
     let queries = [
         ("seasonality (a month vs earlier years)", format!("SELECT year, sum(minutes) FROM {{db}}.seasonality_monthly WHERE tenant = '{tenant}' AND month_of_year = 1 GROUP BY year")),

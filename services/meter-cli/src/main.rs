@@ -5,6 +5,7 @@ mod analytics_cmd;
 mod bench_cmd;
 mod backfill;
 mod demo;
+mod forecast_cmd;
 mod periods_cmd;
 mod reprocess_cmd;
 
@@ -93,6 +94,28 @@ enum Command {
     Contracts {
         #[command(subcommand)]
         action: analytics_cmd::ContractsAction,
+    },
+    /// Budget forecast: per tenant and contract, the next 12 months of consumption and cost, the remaining budget and the day it runs out (`--help`: the method).
+    ///
+    /// Consumption is in the contract's unit (days, euros or tickets). The method is the one of the
+    /// ClickHouse views consumption_forecast and budget_forecast:
+    ///   - The forecast starts at the current month, or at the month after the tenant's last data if earlier.
+    ///   - With 12 months of history or more (method 'seasonal'), month M = level x average(M) / sum of
+    ///     the 12 averages: level is the consumption of the last 12 months, average(M) the mean of the
+    ///     months M of earlier years. A January that was high in earlier years is forecast high, at the
+    ///     recent level.
+    ///   - With less than 12 months (method 'flat'), every month is the mean month of the history;
+    ///     without a month of history, no forecast.
+    ///   - Budget: the contract's amounts (with their revisions) minus what was consumed before the
+    ///     forecast start; each month's forecast is spread evenly over its days inside the contract; the
+    ///     run-out date is the first day the forecast consumption reaches the budget (none if it does not
+    ///     within the contract and the 12 months).
+    #[command(verbatim_doc_comment)]
+    Forecast(forecast_cmd::ForecastArgs),
+    /// Capacity installed per datacenter, for the provider fill rate (IaaS).
+    Capacity {
+        #[command(subcommand)]
+        action: analytics_cmd::CapacityAction,
     },
     /// Tenants: their own ClickHouse database and read-only user for BI tools.
     Tenants {
@@ -541,6 +564,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Periods { action } => periods_cmd::run(&config, action).await?,
         Command::Contracts { action } => analytics_cmd::contracts(&config, action).await?,
         Command::Tenants { action } => analytics_cmd::tenants(&config, action).await?,
+        Command::Forecast(args) => forecast_cmd::run(&config, args).await?,
+        Command::Capacity { action } => analytics_cmd::capacity(&config, action).await?,
         Command::Bench { target: BenchTarget::Clickhouse(args) } => bench_cmd::run(&config, args).await?,
         Command::Export { format: ExportFormat::Focus(args) } => analytics_cmd::export_focus(&config, args).await?,
         Command::Demo { action: DemoAction::Generate { out } } => {

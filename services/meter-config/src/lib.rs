@@ -3,6 +3,8 @@
 //! by environment variables `METER_<SECTION>__<KEY>` (for example
 //! `METER_KAFKA__BROKERS=kafka:9092`, `METER_CLICKHOUSE__URL=...`).
 
+pub mod capacity;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

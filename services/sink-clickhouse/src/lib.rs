@@ -5,6 +5,7 @@
 //! batch) and ReplacingMergeTree collapses repeats of an aggregate revision,
 //! which are identical by construction.
 
+pub mod capacity;
 pub mod contract_metrics;
 pub mod contracts;
 pub mod details;

@@ -29,6 +29,8 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 7, name: "event_identity_and_period_closes", sql: include_str!("../migrations/0007_event_identity_and_period_closes.sql") },
     Migration { version: 8, name: "contract_spike_factors", sql: include_str!("../migrations/0008_contract_spike_factors.sql") },
     Migration { version: 9, name: "consumption_spikes", sql: include_str!("../migrations/0009_consumption_spikes.sql") },
+    Migration { version: 10, name: "budget_forecast", sql: include_str!("../migrations/0010_budget_forecast.sql") },
+    Migration { version: 11, name: "provider_fill_rate", sql: include_str!("../migrations/0011_provider_fill_rate.sql") },
 ];
 
 #[derive(Debug, clickhouse::Row, Deserialize)]
