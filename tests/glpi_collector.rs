@@ -320,7 +320,7 @@ fn glpi_config(env: &TestEnv, url: &str) -> GlpiCollectorConfig {
     c.page_size = 4;
     c.state_file = env.dir.path().join("glpi-position.json");
     c.mapping_file = repo_root().join("config/glpi-mapping.example.toml");
-    c.server_time_zone = "Europe/Paris".into();
+    c.server_time_zone = chrono_tz::Europe::Paris;
     c.request_timeout_seconds = 10;
     c
 }

@@ -82,12 +82,15 @@ fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
 
 impl GlpiClient {
     pub(crate) fn new(config: &GlpiCollectorConfig) -> Result<GlpiClient, GlpiError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.request_timeout_seconds))
-            .connect_timeout(Duration::from_secs(config.request_timeout_seconds.min(10)))
-            .user_agent(concat!("meter-collector-glpi/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|source| GlpiError::Http { url: config.url.clone(), source })?;
+        let options = collector_runtime::HttpClientOptions {
+            timeout: Some(Duration::from_secs(config.request_timeout_seconds)),
+            connect_timeout: Duration::from_secs(config.request_timeout_seconds.min(10)),
+            user_agent: concat!("meter-collector-glpi/", env!("CARGO_PKG_VERSION")),
+        };
+        let http = collector_runtime::http_client(&config.tls, &options).map_err(|e| match e {
+            collector_runtime::HttpClientError::Build(source) => GlpiError::Http { url: config.url.clone(), source },
+            other => GlpiError::Config { path: "[tls]".into(), message: other.to_string() },
+        })?;
         Ok(GlpiClient {
             http,
             base: config.url.trim_end_matches('/').to_string(),

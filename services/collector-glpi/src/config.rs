@@ -42,11 +42,15 @@ pub struct GlpiCollectorConfig {
     /// IANA time zone GLPI's datetimes (`date`, `date_mod`) are written in:
     /// the GLPI server's (or, with GLPI's time zone support, the API user's)
     /// zone. Default "UTC".
-    #[serde(default = "default_server_time_zone")]
-    pub server_time_zone: String,
+    #[serde(default = "default_server_time_zone", with = "meter_config::typed::zone")]
+    pub server_time_zone: Tz,
     /// Timeout of one HTTP request, in seconds. Default 30.
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
+    /// How the GLPI certificate is verified (`[tls]`: ca_file,
+    /// verify_hostname, insecure_skip_verify). Default: the system's CAs.
+    #[serde(default)]
+    pub tls: meter_config::TlsConfig,
 }
 
 /// `Debug` shows neither token.
@@ -79,8 +83,8 @@ fn default_state_file() -> PathBuf {
 fn default_mapping_file() -> PathBuf {
     PathBuf::from("config/glpi-mapping.toml")
 }
-fn default_server_time_zone() -> String {
-    "UTC".into()
+fn default_server_time_zone() -> Tz {
+    Tz::UTC
 }
 fn default_request_timeout() -> u64 {
     30
@@ -99,6 +103,7 @@ impl GlpiCollectorConfig {
             mapping_file: default_mapping_file(),
             server_time_zone: default_server_time_zone(),
             request_timeout_seconds: default_request_timeout(),
+            tls: meter_config::TlsConfig::default(),
         }
     }
 
@@ -136,13 +141,12 @@ impl GlpiCollectorConfig {
         if self.request_timeout_seconds == 0 {
             return Err("request_timeout_seconds must be at least 1".into());
         }
-        self.time_zone().map(|_| ())
+        Ok(())
     }
 
-    pub fn time_zone(&self) -> Result<Tz, String> {
-        self.server_time_zone.parse::<Tz>().map_err(|_| {
-            format!("server_time_zone: unknown time zone {:?} (use an IANA name such as Europe/Paris)", self.server_time_zone)
-        })
+    /// The zone GLPI's datetimes are written in (checked when the file was read).
+    pub fn time_zone(&self) -> Tz {
+        self.server_time_zone
     }
 }
 
@@ -184,9 +188,8 @@ mod tests {
         let mut c = ok.clone();
         c.page_size = 1;
         assert!(c.check().unwrap_err().contains("page_size"));
-        let mut c = ok.clone();
-        c.server_time_zone = "Europe/Pariss".into();
-        assert!(c.check().unwrap_err().contains("Europe/Pariss"));
+        let zone = toml::from_str::<GlpiCollectorConfig>("url = \"http://x/apirest.php\"\nserver_time_zone = \"Europe/Pariss\"\n");
+        assert!(zone.unwrap_err().to_string().contains("Europe/Pariss"));
         let mut c = ok.clone();
         c.user_token = " ".into();
         assert!(c.check().unwrap_err().contains("user_token"));

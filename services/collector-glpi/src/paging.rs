@@ -27,7 +27,7 @@ pub async fn collect_once(
 ) -> Result<GlpiReport, GlpiError> {
     let config_error = |message: String| GlpiError::Config { path: "the GLPI collector configuration".into(), message };
     glpi.check().map_err(config_error)?;
-    let zone = glpi.time_zone().map_err(config_error)?;
+    let zone = glpi.time_zone();
     let mapping = Mapping::load(&glpi.mapping_file)?;
     let position = state::load(&glpi.state_file)?;
     let mut run = Run {

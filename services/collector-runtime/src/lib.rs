@@ -13,7 +13,7 @@ mod http;
 pub mod internal_events;
 mod publisher;
 
-pub use http::{read_body_capped, CappedBodyError};
+pub use http::{http_client, read_body_capped, CappedBodyError, HttpClientError, HttpClientOptions};
 pub use internal_events::{CollectorMetrics, EventsPublished, RecordRejected, RecordsRead, RecordsSkipped, SourceSucceeded};
 pub use meter_telemetry::InternalEvent;
 pub use publisher::{Batch, EncodeFailure, Publisher, DEFAULT_MAX_IN_FLIGHT};

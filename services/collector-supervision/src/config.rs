@@ -148,6 +148,17 @@ pub struct IcingaConfig {
     pub reconnect_max_seconds: u64,
 }
 
+impl IcingaConfig {
+    /// Its TLS keys as the setting every collector client shares.
+    pub fn tls(&self) -> meter_config::TlsConfig {
+        meter_config::TlsConfig {
+            ca_file: self.ca_file.clone(),
+            verify_hostname: self.verify_hostname,
+            insecure_skip_verify: self.insecure_skip_verify,
+        }
+    }
+}
+
 /// What `Debug` shows of a secret.
 const REDACTED: &str = "<redacted>";
 

@@ -268,25 +268,15 @@ pub fn parse_stream_line(line: &[u8]) -> Result<Option<Incoming>, String> {
 }
 
 fn client(config: &IcingaConfig, streaming: bool) -> Result<reqwest::Client, SupervisionError> {
-    let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).tcp_keepalive(Duration::from_secs(30));
-    if !streaming {
-        builder = builder.timeout(Duration::from_secs(30));
-    }
-    if let Some(path) = &config.ca_file {
-        let shown = path.display().to_string();
-        let pem = std::fs::read(path).map_err(|source| SupervisionError::Read { path: shown.clone(), source })?;
-        let ca = reqwest::Certificate::from_pem(&pem)
-            .map_err(|e| SupervisionError::Config { path: shown, message: format!("icinga.ca_file is not a PEM certificate: {e}") })?;
-        builder = builder.add_root_certificate(ca);
-    }
-    if !config.verify_hostname {
-        builder = builder.danger_accept_invalid_hostnames(true);
-    }
-    if config.insecure_skip_verify {
-        tracing::warn!(url = %config.url, "icinga.insecure_skip_verify = true: the Icinga certificate is NOT verified (local testing only)");
-        builder = builder.danger_accept_invalid_certs(true);
-    }
-    builder.build().map_err(|source| SupervisionError::Http { url: config.url.clone(), source })
+    let options = collector_runtime::HttpClientOptions {
+        // The event stream stays open: no whole-request timeout for it.
+        timeout: (!streaming).then_some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    collector_runtime::http_client(&config.tls(), &options).map_err(|e| match e {
+        collector_runtime::HttpClientError::Build(source) => SupervisionError::Http { url: config.url.clone(), source },
+        other => SupervisionError::Config { path: "icinga.ca_file".into(), message: other.to_string() },
+    })
 }
 
 fn api(config: &IcingaConfig, path: &str) -> String {

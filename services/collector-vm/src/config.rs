@@ -28,6 +28,10 @@ pub struct VmCollectorConfig {
     /// Timeout of one scrape, in seconds. Default 10.
     #[serde(default = "default_timeout")]
     pub request_timeout_seconds: u64,
+    /// How the endpoint's certificate is verified (`[tls]`: ca_file,
+    /// verify_hostname, insecure_skip_verify). Default: the system's CAs.
+    #[serde(default)]
+    pub tls: meter_config::TlsConfig,
     /// Which metrics and labels describe a VM.
     #[serde(default)]
     pub metrics: MetricNames,
@@ -166,10 +170,12 @@ impl Settings {
             };
             patterns.push(pattern);
         }
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.request_timeout_seconds.max(1)))
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+        let options = collector_runtime::HttpClientOptions {
+            timeout: Some(Duration::from_secs(config.request_timeout_seconds.max(1))),
+            connect_timeout: Duration::from_secs(config.request_timeout_seconds.clamp(1, 10)),
+            user_agent: concat!("meter-collector-vm/", env!("CARGO_PKG_VERSION")),
+        };
+        let client = collector_runtime::http_client(&config.tls, &options).map_err(|e| e.to_string())?;
         Ok(Settings { config, patterns, client })
     }
 

@@ -302,6 +302,29 @@ impl Default for SinkConfig {
     }
 }
 
+/// How an HTTPS client verifies the server it collects from (GLPI, Icinga,
+/// VM metric endpoints): one setting, one client builder
+/// (`collector_runtime::http_client`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file of a CA to trust besides the system's (a company CA, Icinga's
+    /// `/var/lib/icinga2/certs/ca.crt`). Default: none.
+    pub ca_file: Option<PathBuf>,
+    /// Check that the certificate names the host of the URL. Default true;
+    /// false with `ca_file` when connecting by IP address to a certificate
+    /// issued to a node name.
+    pub verify_hostname: bool,
+    /// LOCAL TESTING ONLY: accept any certificate (no verification at all).
+    pub insecure_skip_verify: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { ca_file: None, verify_hostname: true, insecure_skip_verify: false }
+    }
+}
+
 /// How every client retries a server that fails (ClickHouse inserts, GLPI
 /// and Icinga requests, VM metric scrapes): one setting for all of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
