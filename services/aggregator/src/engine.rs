@@ -294,13 +294,6 @@ pub enum Refusal {
     Overflow,
 }
 
-impl Refusal {
-    /// Bounded reason label for metrics and dead letters.
-    pub fn reason(&self) -> &'static str {
-        crate::internal_events::DeadLetterReason::from(self).as_str()
-    }
-}
-
 /// What became of one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

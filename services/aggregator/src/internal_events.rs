@@ -389,8 +389,8 @@ mod tests {
         }
         assert_eq!(closed.values.len(), DeadLetterReason::ALL.len());
         let refusal = Refusal::VmModeConflict { vm_id: "vm-1".into(), mode: "samples" };
-        assert_eq!(DeadLetterReason::from(&refusal).as_str(), refusal.reason());
-        assert_eq!(DeadLetterReason::from(&Refusal::Overflow).as_str(), Refusal::Overflow.reason());
+        assert_eq!(DeadLetterReason::from(&refusal).as_str(), "vm_mode_conflict");
+        assert_eq!(DeadLetterReason::from(&Refusal::Overflow).as_str(), "overflow");
     }
 
     #[test]
