@@ -17,8 +17,10 @@
 //!   annotations) reads only `meter.<relation>`s that a migration in
 //!   services/sink-clickhouse/migrations creates, a ReplacingMergeTree table
 //!   always with FINAL (a view never: it cannot take it), and names only
-//!   columns of the relations it reads, its own `AS` aliases, functions
-//!   (a word followed by `(`) and SQL keywords;
+//!   columns of the relations it reads and its own aliases; queries are
+//!   parsed by sqlparser's ClickHouse dialect (Grafana macros replaced
+//!   first). The migrations' own DDL is still read by a small scanner:
+//!   sqlparser 0.59 does not parse ClickHouse's `ALL LEFT JOIN` in views;
 //! - every alert has severity page or ticket, a summary and a description,
 //!   and the metrics its annotations cite exist; every alert has a promtool
 //!   test case where it fires and one where it must not
@@ -172,10 +174,6 @@ fn skip_quoted(chars: &[char], open: usize) -> usize {
         i += 1;
     }
     chars.len()
-}
-
-fn is_ident_start(c: char) -> bool {
-    c.is_ascii_alphabetic() || c == '_'
 }
 
 fn is_ident_char(c: char) -> bool {
@@ -435,147 +433,173 @@ fn schema() -> Schema {
     Schema { relations }
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Ident(String),
-    Str,
-    Num,
-    Var,
-    Punct(char),
-}
-
-fn sql_tokens(sql: &str) -> Vec<Tok> {
+/// The query with Grafana's macros and variables replaced so that it parses:
+/// `$__dateFilter(col)` / `$__timeFilter(col)` become a comparison on their
+/// column (which is then checked like any other), `${var}` and `$var` a
+/// literal.
+fn without_grafana_variables(sql: &str) -> String {
     let chars: Vec<char> = sql.chars().collect();
-    let mut toks = Vec::new();
+    let mut out = String::with_capacity(sql.len());
     let mut i = 0;
     while i < chars.len() {
-        let c = chars[i];
-        if c.is_whitespace() {
+        if chars[i] != '$' {
+            out.push(chars[i]);
             i += 1;
-        } else if c == '-' && chars.get(i + 1) == Some(&'-') {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-        } else if c == '/' && chars.get(i + 1) == Some(&'*') {
-            i += 2;
-            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
-                i += 1;
-            }
-            i += 2;
-        } else if c == '\'' {
-            i = skip_quoted(&chars, i);
-            toks.push(Tok::Str);
-        } else if c == '"' || c == '`' {
-            let end = skip_quoted(&chars, i);
-            toks.push(Tok::Ident(chars[i + 1..end.saturating_sub(1).max(i + 1)].iter().collect()));
-            i = end;
-        } else if c == '$' {
-            // Grafana: $__macro(...) keeps its arguments, ${var} and $var are values.
-            i += 1;
-            if i < chars.len() && chars[i] == '{' {
-                i = skip_balanced(&chars, i);
-            } else {
-                while i < chars.len() && is_ident_char(chars[i]) {
-                    i += 1;
-                }
-            }
-            toks.push(Tok::Var);
-        } else if c.is_ascii_digit() {
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                i += 1;
-            }
-            toks.push(Tok::Num);
-        } else if is_ident_start(c) {
-            let start = i;
-            while i < chars.len() && is_ident_char(chars[i]) {
-                i += 1;
-            }
-            toks.push(Tok::Ident(chars[start..i].iter().collect()));
-        } else {
-            toks.push(Tok::Punct(c));
+            continue;
+        }
+        i += 1;
+        if chars.get(i) == Some(&'{') {
+            i = skip_balanced(&chars, i);
+            out.push('0');
+            continue;
+        }
+        let start = i;
+        while i < chars.len() && is_ident_char(chars[i]) {
             i += 1;
         }
+        let name: String = chars[start..i].iter().collect();
+        if name.starts_with("__") && chars.get(i) == Some(&'(') {
+            let close = skip_balanced(&chars, i);
+            let argument: String = chars[i + 1..close.saturating_sub(1)].iter().collect();
+            out.push_str(&format!("({argument} >= today())"));
+            i = close;
+        } else {
+            out.push('0');
+        }
     }
-    toks
+    out
 }
 
-const SQL_KEYWORDS: &[&str] = &[
-    "SELECT", "FROM", "WHERE", "PREWHERE", "AND", "OR", "NOT", "IN", "AS", "GROUP", "BY", "ORDER", "ASC", "DESC",
-    "LIMIT", "OFFSET", "HAVING", "FINAL", "DISTINCT", "CASE", "WHEN", "THEN", "ELSE", "END", "BETWEEN", "LIKE", "ILIKE",
-    "IS", "NULL", "WITH", "UNION", "ALL", "ON", "JOIN", "LEFT", "RIGHT", "INNER", "OUTER", "FULL", "CROSS", "USING",
-    "INTERVAL", "TRUE", "FALSE", "SETTINGS", "FORMAT", "NULLS", "FIRST", "LAST", "ANY", "GLOBAL", "SAMPLE", "TOTALS",
-    "ROLLUP", "CUBE", "FILL",
-];
+/// What a query reads and names, collected from its syntax tree.
+#[derive(Default)]
+struct SqlNames {
+    /// Relations of FROM and JOIN: (name parts, whether FINAL follows).
+    relations: Vec<(Vec<String>, bool)>,
+    /// Column references (the last part of a qualified one).
+    columns: Vec<String>,
+    /// Names the query defines: `AS` aliases of expressions and tables, CTEs.
+    aliases: BTreeSet<String>,
+}
 
-/// Units of `INTERVAL n UNIT`: only allowed right after a number.
-const SQL_INTERVAL_UNITS: &[&str] = &["SECOND", "MINUTE", "HOUR", "DAY", "WEEK", "MONTH", "QUARTER", "YEAR"];
-
-/// Errors of a ClickHouse query against the migrated schema.
-fn check_sql(sql: &str, schema: &Schema) -> Vec<String> {
-    let toks = sql_tokens(sql);
-    let ident = |i: usize| match toks.get(i) {
-        Some(Tok::Ident(s)) => Some(s.as_str()),
-        _ => None,
-    };
-    let is_kw = |i: usize, kw: &str| ident(i).is_some_and(|s| s.eq_ignore_ascii_case(kw));
-    let mut errors = Vec::new();
-    let mut columns = BTreeSet::new();
-    let mut aliases = BTreeSet::new();
-    let mut skip = BTreeSet::new();
-    let mut read_any = false;
-    for i in 0..toks.len() {
-        if ident(i) == Some("meter") && toks.get(i + 1) == Some(&Tok::Punct('.')) {
-            let Some(name) = ident(i + 2) else {
-                errors.push(format!("`meter.` without a relation name: {sql:?}"));
-                continue;
-            };
-            skip.extend([i, i + 2]);
-            read_any = true;
-            match schema.relations.get(name) {
-                None => errors.push(format!(
-                    "meter.{name} is created by no migration (services/sink-clickhouse/migrations; known: {:?}): {sql:?}",
-                    schema.relations.keys().collect::<Vec<_>>()
-                )),
-                Some(relation) => {
-                    columns.extend(relation.columns.iter().cloned());
-                    let final_follows = is_kw(i + 3, "FINAL");
-                    if relation.replacing && !final_follows {
-                        errors.push(format!("meter.{name} (ReplacingMergeTree) must be read with FINAL, or older revisions count too: {sql:?}"));
-                    }
-                    if relation.view && final_follows {
-                        errors.push(format!("meter.{name} is a view, which ClickHouse cannot read with FINAL: {sql:?}"));
+impl SqlNames {
+    fn select_aliases(&mut self, body: &sqlparser::ast::SetExpr) {
+        use sqlparser::ast::{SelectItem, SetExpr};
+        match body {
+            SetExpr::Select(select) => {
+                for item in &select.projection {
+                    if let SelectItem::ExprWithAlias { alias, .. } = item {
+                        self.aliases.insert(alias.value.clone());
                     }
                 }
             }
-        }
-        if is_kw(i, "FROM") || is_kw(i, "JOIN") {
-            let qualified = ident(i + 1) == Some("meter") && toks.get(i + 2) == Some(&Tok::Punct('.'));
-            if !qualified && toks.get(i + 1) != Some(&Tok::Punct('(')) {
-                errors.push(format!("FROM/JOIN must name a meter.<relation> (or a subquery): {sql:?}"));
+            SetExpr::SetOperation { left, right, .. } => {
+                self.select_aliases(left);
+                self.select_aliases(right);
             }
-        }
-        if is_kw(i, "AS") {
-            if let Some(alias) = ident(i + 1) {
-                aliases.insert(alias.to_string());
-                skip.insert(i + 1);
-            }
+            SetExpr::Query(query) => self.select_aliases(&query.body),
+            _ => {}
         }
     }
-    if !read_any {
+}
+
+impl sqlparser::ast::Visitor for SqlNames {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &sqlparser::ast::Query) -> std::ops::ControlFlow<()> {
+        self.select_aliases(&query.body);
+        for cte in query.with.iter().flat_map(|w| &w.cte_tables) {
+            self.aliases.insert(cte.alias.name.value.clone());
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &sqlparser::ast::TableFactor) -> std::ops::ControlFlow<()> {
+        use sqlparser::ast::TableFactor;
+        match factor {
+            TableFactor::Table { name, alias, .. } => {
+                let parts = name.0.iter().map(|p| p.to_string().trim_matches('"').trim_matches('`').to_string()).collect();
+                // sqlparser 0.59 reads ClickHouse's `FINAL` modifier as the table's alias.
+                let is_final = alias.as_ref().is_some_and(|a| a.name.value.eq_ignore_ascii_case("FINAL"));
+                if let Some(alias) = alias.as_ref().filter(|_| !is_final) {
+                    self.aliases.insert(alias.name.value.clone());
+                }
+                self.relations.push((parts, is_final));
+            }
+            TableFactor::Derived { alias: Some(alias), .. } => {
+                self.aliases.insert(alias.name.value.clone());
+            }
+            _ => {}
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &sqlparser::ast::Expr) -> std::ops::ControlFlow<()> {
+        use sqlparser::ast::Expr;
+        match expr {
+            Expr::Identifier(ident) => self.columns.push(ident.value.clone()),
+            Expr::CompoundIdentifier(parts) => {
+                if let Some(last) = parts.last() {
+                    self.columns.push(last.value.clone());
+                }
+            }
+            Expr::Lambda(lambda) => self.aliases.extend(lambda.params.iter().map(|p| p.value.clone())),
+            _ => {}
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+}
+
+/// Errors of a ClickHouse query against the migrated schema; the query is
+/// parsed by sqlparser's ClickHouse dialect.
+fn check_sql(sql: &str, schema: &Schema) -> Vec<String> {
+    use sqlparser::ast::Visit;
+    let text = without_grafana_variables(sql);
+    let statements = match sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::ClickHouseDialect {}, &text) {
+        Ok(statements) => statements,
+        Err(e) => return vec![format!("does not parse as ClickHouse SQL ({e}): {sql:?}")],
+    };
+    let [statement @ sqlparser::ast::Statement::Query(_)] = statements.as_slice() else {
+        return vec![format!("expected one SELECT query: {sql:?}")];
+    };
+    let mut names = SqlNames::default();
+    let _ = statement.visit(&mut names);
+    let mut errors = Vec::new();
+    let mut columns = BTreeSet::new();
+    if names.relations.is_empty() {
         errors.push(format!("the query reads no meter.<relation>: {sql:?}"));
     }
-    for (i, tok) in toks.iter().enumerate() {
-        let Tok::Ident(word) = tok else { continue };
-        if skip.contains(&i) {
+    for (parts, is_final) in &names.relations {
+        if names.aliases.contains(parts.join(".").as_str()) {
+            continue; // a CTE
+        }
+        let [db, name] = parts.as_slice() else {
+            errors.push(format!("FROM/JOIN must name a meter.<relation> (or a subquery), not {}: {sql:?}", parts.join(".")));
+            continue;
+        };
+        if db != "meter" {
+            errors.push(format!("FROM/JOIN must name a meter.<relation>, not {db}.{name}: {sql:?}"));
             continue;
         }
-        let upper = word.to_ascii_uppercase();
-        let function = toks.get(i + 1) == Some(&Tok::Punct('('));
-        let unit = SQL_INTERVAL_UNITS.contains(&upper.as_str()) && i > 0 && toks[i - 1] == Tok::Num;
-        if function || unit || SQL_KEYWORDS.contains(&upper.as_str()) || columns.contains(word) || aliases.contains(word) {
-            continue;
+        match schema.relations.get(name) {
+            None => errors.push(format!(
+                "meter.{name} is created by no migration (services/sink-clickhouse/migrations; known: {:?}): {sql:?}",
+                schema.relations.keys().collect::<Vec<_>>()
+            )),
+            Some(relation) => {
+                columns.extend(relation.columns.iter().cloned());
+                if relation.replacing && !is_final {
+                    errors.push(format!("meter.{name} (ReplacingMergeTree) must be read with FINAL, or older revisions count too: {sql:?}"));
+                }
+                if relation.view && *is_final {
+                    errors.push(format!("meter.{name} is a view, which ClickHouse cannot read with FINAL: {sql:?}"));
+                }
+            }
         }
-        errors.push(format!("`{word}` is neither a column of the relations read ({columns:?}), an alias, a function nor a keyword: {sql:?}"));
+    }
+    for word in names.columns {
+        if !columns.contains(&word) && !names.aliases.contains(&word) {
+            errors.push(format!("`{word}` is neither a column of the relations read ({columns:?}) nor an alias: {sql:?}"));
+        }
     }
     errors
 }
@@ -910,6 +934,7 @@ fn sql_check_catches_unknown_relations_columns_and_missing_final() {
         "SELECT day, sum(cost) FROM meter.aggregates FINAL GROUP BY day",               // a view column on the table
         "SELECT window_date FROM meter.daily_totals",                                   // a table column on the view
         "SELECT sum(cost) FROM aggregates FINAL",                                       // not meter.<relation>
+        "SELECT sum(cost) FROM meter.aggregates FINAL WHERE",                           // does not parse
     ] {
         assert!(!check_sql(wrong, &schema).is_empty(), "the SQL check accepts {wrong:?}");
     }
