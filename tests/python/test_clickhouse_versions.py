@@ -44,11 +44,20 @@ MIGRATIONS = ROOT / "services" / "sink-clickhouse" / "migrations"
 SERVER_URL = f"http://127.0.0.1:{os.environ.get('METER_CLICKHOUSE_HTTP_PORT', '8123')}/"
 
 TENANTS_RS = ROOT / "services" / "sink-clickhouse" / "src" / "tenants.rs"
+KINDS_RS = ROOT / "services" / "meter-model" / "src" / "kinds.rs"
 
 
 def tenants_rs_list(name):
-    """A constant array of tenants.rs (TENANT_TABLES, TABLE_MIGRATIONS,
-    VIEW_MIGRATIONS), so that provisioning here follows the code."""
+    """A constant array of tenants.rs (CONTRACT_TABLES, TABLE_MIGRATIONS,
+    VIEW_MIGRATIONS), so that provisioning here follows the code;
+    TENANT_TABLES is what `tenant_tables()` returns: the aggregates, every
+    event kind's detail table (kinds.rs), the contract tables."""
+    if name == "TENANT_TABLES":
+        aggregates = re.search(r'const AGGREGATES_TABLE: &str = "([a-z_]+)"', TENANTS_RS.read_text())
+        assert aggregates, f"{TENANTS_RS} has no const AGGREGATES_TABLE"
+        details = re.findall(r'detail_table: "([a-z_]+)"', KINDS_RS.read_text())
+        assert details, f"{KINDS_RS} has no detail_table"
+        return [aggregates.group(1), *details, *tenants_rs_list("CONTRACT_TABLES")]
     m = re.search(rf"const {name}: \[[^\]]+\]\s*=\s*\[([^\]]*)\]", TENANTS_RS.read_text())
     assert m, f"{TENANTS_RS} has no const {name}"
     return [item.strip().strip('"') for item in m.group(1).split(",") if item.strip()]

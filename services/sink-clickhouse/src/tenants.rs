@@ -55,8 +55,10 @@ pub fn colliding<'a>(database: &str, tenants: &'a [String]) -> Result<Option<(&'
 /// aggregates, every event kind's detail table, the contracts.
 pub fn tenant_tables() -> Vec<&'static str> {
     let details = meter_model::KINDS.iter().map(|k| k.detail_table);
-    std::iter::once("aggregates").chain(details).chain(["contracts", "contract_days", "contract_spike_factors"]).collect()
+    std::iter::once(AGGREGATES_TABLE).chain(details).chain(CONTRACT_TABLES).collect()
 }
+const AGGREGATES_TABLE: &str = "aggregates";
+const CONTRACT_TABLES: [&str; 3] = ["contracts", "contract_days", "contract_spike_factors"];
 /// Migrations creating those tables, and the views.
 const TABLE_MIGRATIONS: [u32; 4] = [1, 3, 5, 8];
 const VIEW_MIGRATIONS: [u32; 4] = [2, 6, 9, 10];
