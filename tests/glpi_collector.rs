@@ -314,7 +314,7 @@ fn ids(tasks: impl IntoIterator<Item = u64>) -> BTreeSet<String> {
 }
 
 fn glpi_config(env: &TestEnv, url: &str) -> GlpiCollectorConfig {
-    let mut c = GlpiCollectorConfig::new(url, USER_TOKEN);
+    let mut c = GlpiCollectorConfig::new(url.parse().expect("the mock server URL"), USER_TOKEN);
     c.app_token = Some(APP_TOKEN.into());
     c.source = "glpi-main".into();
     c.page_size = 4;

@@ -88,12 +88,12 @@ impl GlpiClient {
             user_agent: concat!("meter-collector-glpi/", env!("CARGO_PKG_VERSION")),
         };
         let http = collector_runtime::http_client(&config.tls, &options).map_err(|e| match e {
-            collector_runtime::HttpClientError::Build(source) => GlpiError::Http { url: config.url.clone(), source },
+            collector_runtime::HttpClientError::Build(source) => GlpiError::Http { url: config.url.to_string(), source },
             other => GlpiError::Config { path: "[tls]".into(), message: other.to_string() },
         })?;
         Ok(GlpiClient {
             http,
-            base: config.url.trim_end_matches('/').to_string(),
+            base: config.url.as_str().trim_end_matches('/').to_string(),
             app_token: config.app_token.clone().filter(|t| !t.is_empty()),
             user_token: config.user_token.clone(),
             session: None,

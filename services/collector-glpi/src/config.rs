@@ -15,7 +15,8 @@ use crate::GlpiError;
 pub struct GlpiCollectorConfig {
     /// Base URL of the REST API, up to `apirest.php`
     /// (e.g. "https://glpi.example.com/apirest.php"). Required.
-    pub url: String,
+    #[serde(with = "meter_config::typed::http_url")]
+    pub url: url::Url,
     /// App-Token of the API client declared in GLPI (Setup > General > API),
     /// when GLPI requires one. Default: none. `METER_GLPI_APP_TOKEN` wins.
     #[serde(default)]
@@ -92,9 +93,9 @@ fn default_request_timeout() -> u64 {
 
 impl GlpiCollectorConfig {
     /// A configuration with the defaults.
-    pub fn new(url: impl Into<String>, user_token: impl Into<String>) -> Self {
+    pub fn new(url: url::Url, user_token: impl Into<String>) -> Self {
         GlpiCollectorConfig {
-            url: url.into(),
+            url,
             app_token: None,
             user_token: user_token.into(),
             source: default_source(),
@@ -126,9 +127,6 @@ impl GlpiCollectorConfig {
 
     /// Checks the values; the message names the key.
     pub fn check(&self) -> Result<(), String> {
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Err(format!("url must be an http(s) URL up to apirest.php, got {:?}", self.url));
-        }
         if self.user_token.trim().is_empty() {
             return Err("user_token is required (or set METER_GLPI_USER_TOKEN)".into());
         }
@@ -158,7 +156,7 @@ mod tests {
 
     #[test]
     fn debug_output_hides_the_tokens() {
-        let mut c = GlpiCollectorConfig::new("https://glpi.example.com/apirest.php", "user-token-secret-1");
+        let mut c = GlpiCollectorConfig::new(url::Url::parse("https://glpi.example.com/apirest.php").unwrap(), "user-token-secret-1");
         c.app_token = Some("app-token-secret-2".into());
         let shown = format!("{c:?}");
         assert!(!shown.contains("user-token-secret-1") && !shown.contains("app-token-secret-2"), "{shown}");
@@ -171,7 +169,7 @@ mod tests {
         example.check().unwrap();
         let minimal: GlpiCollectorConfig =
             toml::from_str("url = \"https://glpi.example.com/apirest.php\"\nuser_token = \"t\"\n").unwrap();
-        assert_eq!(minimal, GlpiCollectorConfig::new("https://glpi.example.com/apirest.php", "t"));
+        assert_eq!(minimal, GlpiCollectorConfig::new(url::Url::parse("https://glpi.example.com/apirest.php").unwrap(), "t"));
         let mut defaults = example.clone();
         defaults.app_token = None;
         defaults.user_token = "t".into();
@@ -183,7 +181,7 @@ mod tests {
 
     #[test]
     fn bad_configs_are_refused_with_the_key() {
-        let ok = GlpiCollectorConfig::new("http://127.0.0.1/apirest.php", "t");
+        let ok = GlpiCollectorConfig::new(url::Url::parse("http://127.0.0.1/apirest.php").unwrap(), "t");
         assert!(ok.check().is_ok());
         let mut c = ok.clone();
         c.page_size = 1;
@@ -193,9 +191,8 @@ mod tests {
         let mut c = ok.clone();
         c.user_token = " ".into();
         assert!(c.check().unwrap_err().contains("user_token"));
-        let mut c = ok.clone();
-        c.url = "glpi.example.com".into();
-        assert!(c.check().unwrap_err().contains("url"));
+        let url = toml::from_str::<GlpiCollectorConfig>("url = \"glpi.example.com\"\nuser_token = \"t\"\n").unwrap_err().to_string();
+        assert!(url.contains("url") && url.contains("glpi.example.com"), "{url}");
         assert!(toml::from_str::<GlpiCollectorConfig>("url = \"http://x\"\nuser_token = \"t\"\npagesize = 3\n").is_err());
     }
 }

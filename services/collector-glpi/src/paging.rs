@@ -77,7 +77,7 @@ async fn run_pages(
     loop {
         list_requests += 1;
         if list_requests > MAX_LIST_REQUESTS {
-            return Err(GlpiError::Protocol { url: run.glpi.url.clone(), message: "too many task-list requests in one run".into() });
+            return Err(GlpiError::Protocol { url: run.glpi.url.to_string(), message: "too many task-list requests in one run".into() });
         }
         let page = run.client.tasks(offset, offset + page_size - 1).await?;
         let listed: Vec<ListedTask> = page.items.into_iter().map(|(original, value)| ListedTask::new(original, value)).collect();

@@ -28,8 +28,8 @@ pub(crate) async fn publish_page(
             Outcome::Reject { reason, error } => {
                 rejected += 1;
                 let location = match task.id {
-                    Some(id) => format!("{}/TicketTask/{id}", glpi.url.trim_end_matches('/')),
-                    None => format!("{}/TicketTask/", glpi.url.trim_end_matches('/')),
+                    Some(id) => format!("{}/TicketTask/{id}", glpi.url.as_str().trim_end_matches('/')),
+                    None => format!("{}/TicketTask/", glpi.url.as_str().trim_end_matches('/')),
                 };
                 let letter = DeadLetter::from_request(COMPONENT, &location, None, reason, error.clone(), task.original.clone());
                 publisher.dead_letter(&letter.of_kind(KIND)).await?;

@@ -118,7 +118,8 @@ impl Default for MissedConfig {
 #[serde(deny_unknown_fields)]
 pub struct IcingaConfig {
     /// Base URL of the Icinga 2 API, without /v1 (e.g. "https://icinga.example.com:5665").
-    pub url: String,
+    #[serde(with = "meter_config::typed::http_url")]
+    pub url: url::Url,
     /// API user with the `events/*` permission. Default "meter".
     #[serde(default = "default_icinga_user")]
     pub user: String,
@@ -383,9 +384,6 @@ impl Settings {
         }
         let mut icinga = config.icinga.clone();
         if let Some(i) = icinga.as_mut() {
-            if !(i.url.starts_with("https://") || i.url.starts_with("http://")) {
-                return Err(format!("icinga.url must be an http(s) URL, got {:?}", i.url));
-            }
             if let Ok(password) = std::env::var("METER_ICINGA_PASSWORD") {
                 i.password = password;
             }
@@ -703,6 +701,7 @@ frequency = "DAILY"
             .unwrap_err()
             .contains("METER_TEST_UNSET_VAR_XYZ"));
         assert!(resolve(&BASE.replace("subsidiary = \"acme-fr\"", "subsidiary = \"\"")).unwrap_err().contains("subsidiary"));
-        assert!(resolve(&format!("[icinga]\nurl = \"127.0.0.1:5665\"\n{BASE}")).unwrap_err().contains("icinga.url"));
+        let url = resolve(&format!("[icinga]\nurl = \"127.0.0.1:5665\"\n{BASE}")).unwrap_err();
+        assert!(url.contains("127.0.0.1:5665") && url.contains("http(s) URL"), "{url}");
     }
 }

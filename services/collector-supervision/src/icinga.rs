@@ -274,13 +274,13 @@ fn client(config: &IcingaConfig, streaming: bool) -> Result<reqwest::Client, Sup
         ..Default::default()
     };
     collector_runtime::http_client(&config.tls(), &options).map_err(|e| match e {
-        collector_runtime::HttpClientError::Build(source) => SupervisionError::Http { url: config.url.clone(), source },
+        collector_runtime::HttpClientError::Build(source) => SupervisionError::Http { url: config.url.to_string(), source },
         other => SupervisionError::Config { path: "icinga.ca_file".into(), message: other.to_string() },
     })
 }
 
 fn api(config: &IcingaConfig, path: &str) -> String {
-    format!("{}/v1/{path}", config.url.trim_end_matches('/'))
+    format!("{}/v1/{path}", config.url.as_str().trim_end_matches('/'))
 }
 
 /// The node name of the Icinga instance (`/v1/status/IcingaApplication`):

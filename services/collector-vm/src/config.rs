@@ -17,7 +17,8 @@ use crate::VmError;
 #[serde(deny_unknown_fields)]
 pub struct VmCollectorConfig {
     /// The exposition endpoint, e.g. "http://hypervisor-1:9177/metrics". Required.
-    pub url: String,
+    #[serde(with = "meter_config::typed::http_url")]
+    pub url: url::Url,
     /// `source` of the events (with the event id, what deduplication keys
     /// on): one name per endpoint, never changed. Default "vm-scrape".
     #[serde(default = "default_source")]
@@ -134,9 +135,6 @@ impl Settings {
 
     /// Checks the values; the message names the key.
     pub fn new(config: VmCollectorConfig) -> Result<Settings, String> {
-        if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
-            return Err(format!("url must be an http(s) URL, got {:?}", config.url));
-        }
         if config.source.trim().is_empty() {
             return Err("source must not be empty".into());
         }

@@ -245,7 +245,7 @@ pub const SCRAPE_COMPONENT: &str = "collector-vm";
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 
 async fn fetch(settings: &Settings) -> Result<String, VmError> {
-    let url = settings.config.url.clone();
+    let url = settings.config.url.to_string();
     let response = settings.client.get(&url).send().await.map_err(|source| VmError::Http { url: url.clone(), source })?;
     let status = response.status();
     let body = collector_runtime::read_body_capped(response, MAX_RESPONSE_BYTES).await.map_err(|e| match e {
@@ -273,13 +273,13 @@ pub async fn scrape_once(
 ) -> Result<ScrapeReport, VmError> {
     let text = fetch(settings).await?;
     let vms = parse_exposition(&text, &settings.config.metrics)
-        .map_err(|message| VmError::Exposition { url: settings.config.url.clone(), message })?;
+        .map_err(|message| VmError::Exposition { url: settings.config.url.to_string(), message })?;
     let mut plan = plan_scrape(settings, state, &vms, now);
     let kind = EventKind::VmUsage;
     let kind_label = kind.slug();
     let publisher = Publisher::new(meter, producer.clone(), metrics.clone(), METRIC_SOURCE);
     let letter = |reason: &str, error: String, original: Vec<u8>| {
-        DeadLetter::from_request(SCRAPE_COMPONENT, &settings.config.url, None, reason, error, original).of_kind(kind)
+        DeadLetter::from_request(SCRAPE_COMPONENT, settings.config.url.as_str(), None, reason, error, original).of_kind(kind)
     };
     // Nothing dropped without a trace: an unmapped VM's usage over the
     // interval, and an invalid sample, are dead-lettered (replayable once

@@ -69,6 +69,29 @@ impl<'de> Deserialize<'de> for ListenAddr {
     }
 }
 
+/// An `http://` or `https://` URL of a collected system (GLPI, Icinga, a
+/// metrics endpoint), parsed with the file.
+pub mod http_url {
+    use super::*;
+    use url::Url;
+
+    pub fn parse(text: &str) -> Result<Url, String> {
+        match Url::parse(text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => Ok(url),
+            _ => Err(format!("{text:?} is not an http(s) URL such as https://glpi.example.com/apirest.php")),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(url: &Url, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(url.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Url, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// An IANA time zone, read from its name with an error that says what to write.
 pub mod zone {
     use super::*;
@@ -118,6 +141,14 @@ mod tests {
         for bad in ["localhost:9601", "9601", "127.0.0.1", "127.0.0.1:99999"] {
             let err = bad.parse::<ListenAddr>().unwrap_err();
             assert!(err.contains(bad) && err.contains("127.0.0.1:9601"), "{err}");
+        }
+    }
+
+    #[test]
+    fn collected_systems_have_http_urls() {
+        assert_eq!(http_url::parse("https://glpi.example.com/apirest.php").unwrap().path(), "/apirest.php");
+        for bad in ["127.0.0.1:5665", "ftp://x/y", "glpi.example.com", "http://"] {
+            assert!(http_url::parse(bad).unwrap_err().contains(bad), "{bad}");
         }
     }
 
