@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod events;
+pub mod fast_decode;
 pub mod fingerprint;
 mod avro_value;
 
