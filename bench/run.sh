@@ -57,7 +57,9 @@ for _ in $(seq 1 100); do
 done
 for t in meter.events.vm-usage meter.events.check-result $TOPIC meter.dead-letters meter.late-events \
   meter.aggregates meter.aggregator-state; do
-  timeout 30 "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 "$t" >/dev/null 2>&1
+  # quixstreams reads retention.* of its input topic (Tansu only returns configs given at creation).
+  timeout 30 "$TANSU" topic create --broker "tcp://$BROKERS" --partitions 3 \
+    --config retention.ms=604800000 --config retention.bytes=-1 "$t" >/dev/null
 done
 
 # Everything the bench's meter processes need, apart from the stack's.

@@ -684,35 +684,50 @@ impl PartitionState {
                 _ => merged.push(c),
             }
         }
-        let fresh = merged.iter().filter(|c| !self.aggregates.contains_key(&c.id)).count();
+        // One look-up per aggregate to check, one to apply. The tenant cap is
+        // judged before an overflow (the reason a sender sees first).
+        let limit = max_amount();
+        let mut fresh = 0;
+        let mut overflow = false;
+        for c in &merged {
+            let (base, cost, qdiv, div) = match (self.aggregates.get(&c.id), &c.target) {
+                (Some(a), _) => (a.base_quantity, a.cost_numerator, a.quantity_divisor, a.divisor),
+                (None, Some(t)) => {
+                    fresh += 1;
+                    (Decimal::ZERO, Decimal::ZERO, t.scope.quantity_divisor, t.scope.divisor)
+                }
+                // A retraction of an aggregate that is not open: a defect,
+                // refused rather than half applied.
+                (None, None) => {
+                    fresh += 1;
+                    overflow = true;
+                    continue;
+                }
+            };
+            // |base / qdiv| < limit, without a division on the hot path.
+            let fits = || -> Option<bool> {
+                let base = base.checked_add(c.base)?;
+                let cost = cost.checked_add(c.cost)?;
+                Some(base.abs() < limit.checked_mul(qdiv)? && cost.abs() < limit.checked_mul(div)?)
+            };
+            overflow |= fits() != Some(true);
+        }
         let open = self.open_per_tenant.get(tenant).copied().unwrap_or(0);
         if fresh > 0 && open + fresh > settings.max_open_aggregates_per_tenant {
             return Err(Refusal::TenantAggregateLimit { tenant: tenant.to_string(), limit: settings.max_open_aggregates_per_tenant });
         }
-        let limit = max_amount();
-        for c in &merged {
-            let (base, cost, qdiv, div) = match (self.aggregates.get(&c.id), &c.target) {
-                (Some(a), _) => (a.base_quantity, a.cost_numerator, a.quantity_divisor, a.divisor),
-                (None, Some(t)) => (Decimal::ZERO, Decimal::ZERO, t.scope.quantity_divisor, t.scope.divisor),
-                // A retraction of an aggregate that is not open: a defect,
-                // refused rather than half applied.
-                (None, None) => return Err(Refusal::Overflow),
-            };
-            let base = base.checked_add(c.base).ok_or(Refusal::Overflow)?;
-            let cost = cost.checked_add(c.cost).ok_or(Refusal::Overflow)?;
-            // |base / qdiv| < limit, without a division on the hot path.
-            let base_limit = limit.checked_mul(qdiv).ok_or(Refusal::Overflow)?;
-            let cost_limit = limit.checked_mul(div).ok_or(Refusal::Overflow)?;
-            if base.abs() >= base_limit || cost.abs() >= cost_limit {
-                return Err(Refusal::Overflow);
-            }
+        if overflow {
+            return Err(Refusal::Overflow);
         }
         for c in merged {
-            if c.base.is_zero() && c.cost.is_zero() && c.counts.is_zero() && self.aggregates.contains_key(&c.id) {
-                continue;
-            }
+            let unchanged = c.base.is_zero() && c.cost.is_zero() && c.counts.is_zero();
             let entry = match self.aggregates.entry(c.id) {
-                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    if unchanged {
+                        continue;
+                    }
+                    o.into_mut()
+                }
                 std::collections::btree_map::Entry::Vacant(v) => {
                     let Some(target) = c.target else { continue };
                     *self.open_per_tenant.entry(tenant.to_string()).or_insert(0) += 1;
