@@ -97,10 +97,13 @@ def watch(url, n, pid):
 
 def quix(brokers, topic_name, n, state_dir):
     import fastavro
+    import fastavro.schema
     from quixstreams import Application
     from quixstreams.models.serializers import Deserializer
 
     schema = json.load(open("schemas/ticket_time.avsc"))
+    fingerprint = bytes.fromhex(fastavro.schema.fingerprint(
+        fastavro.schema.to_parsing_canonical_form(fastavro.parse_schema(schema)), "CRC-64-AVRO"))
     for field in schema["fields"]:  # instants as the longs on the wire
         if isinstance(field["type"], dict) and field["type"].get("logicalType"):
             field["type"] = field["type"]["type"]
@@ -109,6 +112,9 @@ def quix(brokers, topic_name, n, state_dir):
     class TicketTime(Deserializer):
         def __call__(self, value, ctx):
             import io
+            if value[2:10] != fingerprint:
+                # The aggregator's clock records share the partitions.
+                return {"other": True}
             buf = io.BytesIO(value)
             buf.seek(10)  # single-object header
             return fastavro.schemaless_reader(buf, parsed, None)
@@ -117,7 +123,7 @@ def quix(brokers, topic_name, n, state_dir):
                       auto_offset_reset="earliest", state_dir=state_dir, use_changelog_topics=False,
                       loglevel="WARNING")
     topic = app.topic(topic_name, value_deserializer=TicketTime(), key_deserializer="str",
-                      timestamp_extractor=lambda value, headers, ts, kind: value["event_time"])
+                      timestamp_extractor=lambda value, headers, ts, kind: value.get("event_time", ts))
     progress = {"count": 0, "first": None, "last": None}
 
     def seen(_value):
@@ -129,6 +135,7 @@ def quix(brokers, topic_name, n, state_dir):
             app.stop()
 
     sdf = app.dataframe(topic)
+    sdf = sdf.filter(lambda v: "other" not in v)
     sdf = sdf.update(seen)
     sdf = sdf.apply(lambda v: v["minutes_worked"])
     # Grace as wide as the events' spread: every event counts, none is dropped
