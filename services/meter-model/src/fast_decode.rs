@@ -1,6 +1,6 @@
 //! The aggregator's event decoder: Avro single-object messages straight into
 //! the event structs with `serde_avro_fast` (no generic `Value` tree, one
-//! allocation per string field), about ten times the throughput of
+//! allocation per string field), seven to ten times the throughput of
 //! [`EventCodec::decode_event`](crate::EventCodec::decode_event).
 //!
 //! It accepts exactly the fingerprints the codec accepts (the specification's
