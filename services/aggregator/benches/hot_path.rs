@@ -1,6 +1,10 @@
 //! Hot-path benchmark: Avro decode, validation, deduplication, window
 //! assignment (four periods, tenant time zone) and rating, on one core.
-//! Prints events per second. Run: `cargo bench -p aggregator --bench hot_path`.
+//! Prints events per second, best of three rounds per stage.
+//! Run: `cargo bench -p aggregator --bench hot_path [-- EVENTS]`.
+//!
+//! The aggregator decodes with `meter_model::fast_decode`; the codec's
+//! apache-avro path (`EventCodec::decode_event`) is measured alongside.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -53,16 +57,24 @@ fn main() {
         .collect();
 
     let stage = |name: &str, f: &mut dyn FnMut() -> usize| {
-        let t = Instant::now();
-        let count = f();
-        let secs = t.elapsed().as_secs_f64();
-        println!("{name:<38} {:>12.0} events/s  ({count} events in {secs:.3} s, one core)", count as f64 / secs);
+        // Best of three rounds (the machine is shared).
+        let mut best = f64::MAX;
+        let mut count = 0;
+        for _ in 0..3 {
+            let t = Instant::now();
+            count = f();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!("{name:<40} {:>12.0} events/s  ({count} events in {best:.3} s, best of 3, one core)", count as f64 / best);
     };
 
-    stage("decode (Avro single-object)", &mut || {
+    stage("decode (fast_decode, the aggregator's)", &mut || {
+        messages.iter().map(|m| black_box(fast_decode::decode_event(EventKind::TicketTime, m).is_ok()) as usize).sum()
+    });
+    stage("decode (EventCodec, apache-avro Value)", &mut || {
         messages.iter().map(|m| black_box(EventCodec::decode_event(EventKind::TicketTime, m).is_ok()) as usize).sum()
     });
-    let events: Vec<Event> = messages.iter().map(|m| EventCodec::decode_event(EventKind::TicketTime, m).expect("decode")).collect();
+    let events: Vec<Event> = messages.iter().map(|m| fast_decode::decode_event(EventKind::TicketTime, m).expect("decode")).collect();
     stage("validate", &mut || events.iter().map(|e| black_box(e.validate().is_ok()) as usize).sum());
     stage("dedup + window x4 + rate (engine)", &mut || {
         let mut state = PartitionState::default();
@@ -77,7 +89,7 @@ fn main() {
         let mut state = PartitionState::default();
         let mut counted = 0;
         for (offset, m) in messages.iter().enumerate() {
-            let e = EventCodec::decode_event(EventKind::TicketTime, m).expect("decode");
+            let e = fast_decode::decode_event(EventKind::TicketTime, m).expect("decode");
             if state.apply(offset as i64, e.header().ingest_time, &e, &settings, &book) == Outcome::Counted {
                 counted += 1;
             }

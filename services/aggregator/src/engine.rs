@@ -225,11 +225,11 @@ pub struct PartitionState {
     pub open_per_tenant: BTreeMap<String, usize>,
     /// Events counted in open months, by identity.
     #[serde(with = "as_list")]
-    pub events: HashMap<EventKey, CountedEvent>,
+    pub events: IdentityMap<CountedEvent>,
     /// Identities of events of closed months -> (their version, the clock
     /// at their close): a re-send counts as a duplicate, a correction goes late.
     #[serde(with = "as_list")]
-    pub closed_events: HashMap<EventKey, (i64, DateTime<Utc>)>,
+    pub closed_events: IdentityMap<(i64, DateTime<Utc>)>,
     /// VMs by (tenant, vm_id).
     pub vms: BTreeMap<String, VmTimeline>,
     /// Finals produced by a close, emitted at the next flush (a checkpoint
@@ -238,20 +238,25 @@ pub struct PartitionState {
     pending_finals: Vec<Aggregate>,
 }
 
+/// Event identities -> what is kept of them. Looked up four times per event:
+/// foldhash (seeded per process, so keys chosen by a sender cannot be aimed
+/// at one bucket) instead of SipHash.
+pub type IdentityMap<V> = HashMap<EventKey, V, foldhash::quality::RandomState>;
+
 mod as_list {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::collections::HashMap;
-    use std::hash::Hash;
+    use std::hash::{BuildHasher, Hash};
 
-    pub fn serialize<K: Serialize + Ord, V: Serialize, S: Serializer>(map: &HashMap<K, V>, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<K: Serialize + Ord, V: Serialize, H, S: Serializer>(map: &HashMap<K, V, H>, s: S) -> Result<S::Ok, S::Error> {
         let mut list: Vec<(&K, &V)> = map.iter().collect();
         list.sort_by(|a, b| a.0.cmp(b.0));
         list.serialize(s)
     }
 
-    pub fn deserialize<'de, K: Deserialize<'de> + Eq + Hash, V: Deserialize<'de>, D: Deserializer<'de>>(
+    pub fn deserialize<'de, K: Deserialize<'de> + Eq + Hash, V: Deserialize<'de>, H: BuildHasher + Default, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<HashMap<K, V>, D::Error> {
+    ) -> Result<HashMap<K, V, H>, D::Error> {
         let list: Vec<(K, V)> = Deserialize::deserialize(d)?;
         Ok(list.into_iter().collect())
     }
@@ -313,56 +318,85 @@ pub enum Outcome {
     Control,
 }
 
-/// Where an aggregate belongs and what it measures: everything needed to
-/// create it, shared by the parts of one event.
-#[derive(Debug, Clone)]
-struct Target {
+/// What the windows of one event (or of one VM resource) share: owner,
+/// metric and dimensions, with the owner's part of the aggregate id hashed
+/// once and the dimensions encoded once.
+#[derive(Debug)]
+struct Scope {
     kind: EventKind,
     tenant: String,
     subsidiary: String,
     domain: String,
     zone: Tz,
-    period: Period,
-    window: Window,
     metric: &'static str,
     unit: &'static str,
     quantity_divisor: Decimal,
     divisor: Decimal,
-    dimensions: Rc<BTreeMap<String, String>>,
+    dimensions: EncodedDimensions,
+    ids: AggregateScope,
+}
+
+impl Scope {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        kind: EventKind,
+        h: &EventHeader,
+        zone: Tz,
+        metric: &'static str,
+        unit: &'static str,
+        quantity_divisor: Decimal,
+        divisor: Decimal,
+        dimensions: EncodedDimensions,
+    ) -> Rc<Scope> {
+        Rc::new(Scope {
+            kind,
+            tenant: h.tenant.clone(),
+            subsidiary: h.subsidiary.clone(),
+            domain: h.domain.clone(),
+            zone,
+            metric,
+            unit,
+            quantity_divisor,
+            divisor,
+            dimensions,
+            ids: AggregateScope::new(kind, &h.tenant, &h.subsidiary, &h.domain),
+        })
+    }
+}
+
+/// Where an aggregate belongs and what it measures: everything needed to
+/// create it.
+#[derive(Debug, Clone)]
+struct Target {
+    scope: Rc<Scope>,
+    period: Period,
+    window: Window,
 }
 
 impl Target {
     fn id(&self) -> String {
-        aggregate_id(
-            self.kind,
-            &self.tenant,
-            &self.subsidiary,
-            &self.domain,
-            self.period,
-            self.window.start,
-            self.metric,
-            &self.dimensions,
-        )
+        self.scope.ids.id(self.period, self.window.start, self.scope.metric, &self.scope.dimensions)
     }
 
     fn open(&self) -> AggregateState {
+        let s = &self.scope;
         let last_day = self.window.end - Duration::milliseconds(1);
         AggregateState {
-            kind: self.kind,
-            tenant: self.tenant.clone(),
-            subsidiary: self.subsidiary.clone(),
-            domain: self.domain.clone(),
+            kind: s.kind,
+            tenant: s.tenant.clone(),
+            subsidiary: s.subsidiary.clone(),
+            domain: s.domain.clone(),
             period: self.period,
-            time_zone: self.zone.name().to_string(),
+            time_zone: s.zone.name().to_string(),
             window_start: self.window.start,
             window_end: self.window.end,
             window_label: self.window.label(),
-            last_month: month_of(self.zone, last_day),
-            metric: self.metric.to_string(),
-            unit: self.unit.to_string(),
-            dimensions: (*self.dimensions).clone(),
-            quantity_divisor: self.quantity_divisor,
-            divisor: self.divisor,
+            last_month: month_of(s.zone, last_day),
+            metric: s.metric.to_string(),
+            unit: s.unit.to_string(),
+            dimensions: s.dimensions.to_map(),
+            quantity_divisor: s.quantity_divisor,
+            divisor: s.divisor,
             base_quantity: Decimal::ZERO,
             cost_numerator: Decimal::ZERO,
             counts: Counts::default(),
@@ -377,7 +411,7 @@ impl Target {
 struct Change {
     id: String,
     /// How to create the aggregate if it is not open (None: it must be).
-    target: Option<Rc<Target>>,
+    target: Option<Target>,
     base: Decimal,
     cost: Decimal,
     counts: Counts,
@@ -616,10 +650,14 @@ impl PartitionState {
     /// Checks every change (tenant cap, overflow), then applies them all, or
     /// none.
     fn commit(&mut self, tenant: &str, offset: i64, at: DateTime<Utc>, changes: Vec<Change>, settings: &EngineSettings) -> Result<(), Refusal> {
-        let mut merged: BTreeMap<String, Change> = BTreeMap::new();
+        // Changes of one aggregate merged, in id order (a stable sort keeps
+        // their arrival order, so the first target wins as before).
+        let mut changes = changes;
+        changes.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut merged: Vec<Change> = Vec::with_capacity(changes.len());
         for c in changes {
-            match merged.get_mut(&c.id) {
-                Some(m) => {
+            match merged.last_mut() {
+                Some(m) if m.id == c.id => {
                     m.base = m.base.checked_add(c.base).ok_or(Refusal::Overflow)?;
                     m.cost = m.cost.checked_add(c.cost).ok_or(Refusal::Overflow)?;
                     m.counts = m.counts.combine(&c.counts, 1);
@@ -627,40 +665,53 @@ impl PartitionState {
                         m.target = c.target;
                     }
                 }
-                None => {
-                    merged.insert(c.id.clone(), c);
-                }
+                _ => merged.push(c),
             }
         }
-        let fresh = merged.keys().filter(|id| !self.aggregates.contains_key(*id)).count();
+        // One look-up per aggregate to check, one to apply. The tenant cap is
+        // judged before an overflow (the reason a sender sees first).
+        let limit = max_amount();
+        let mut fresh = 0;
+        let mut overflow = false;
+        for c in &merged {
+            let (base, cost, qdiv, div) = match (self.aggregates.get(&c.id), &c.target) {
+                (Some(a), _) => (a.base_quantity, a.cost_numerator, a.quantity_divisor, a.divisor),
+                (None, Some(t)) => {
+                    fresh += 1;
+                    (Decimal::ZERO, Decimal::ZERO, t.scope.quantity_divisor, t.scope.divisor)
+                }
+                // A retraction of an aggregate that is not open: a defect,
+                // refused rather than half applied.
+                (None, None) => {
+                    fresh += 1;
+                    overflow = true;
+                    continue;
+                }
+            };
+            // |base / qdiv| < limit, without a division on the hot path.
+            let fits = || -> Option<bool> {
+                let base = base.checked_add(c.base)?;
+                let cost = cost.checked_add(c.cost)?;
+                Some(base.abs() < limit.checked_mul(qdiv)? && cost.abs() < limit.checked_mul(div)?)
+            };
+            overflow |= fits() != Some(true);
+        }
         let open = self.open_per_tenant.get(tenant).copied().unwrap_or(0);
         if fresh > 0 && open + fresh > settings.max_open_aggregates_per_tenant {
             return Err(Refusal::TenantAggregateLimit { tenant: tenant.to_string(), limit: settings.max_open_aggregates_per_tenant });
         }
-        let limit = max_amount();
-        for (id, c) in &merged {
-            let (base, cost, qdiv, div) = match (self.aggregates.get(id), &c.target) {
-                (Some(a), _) => (a.base_quantity, a.cost_numerator, a.quantity_divisor, a.divisor),
-                (None, Some(t)) => (Decimal::ZERO, Decimal::ZERO, t.quantity_divisor, t.divisor),
-                // A retraction of an aggregate that is not open: a defect,
-                // refused rather than half applied.
-                (None, None) => return Err(Refusal::Overflow),
-            };
-            let base = base.checked_add(c.base).ok_or(Refusal::Overflow)?;
-            let cost = cost.checked_add(c.cost).ok_or(Refusal::Overflow)?;
-            // |base / qdiv| < limit, without a division on the hot path.
-            let base_limit = limit.checked_mul(qdiv).ok_or(Refusal::Overflow)?;
-            let cost_limit = limit.checked_mul(div).ok_or(Refusal::Overflow)?;
-            if base.abs() >= base_limit || cost.abs() >= cost_limit {
-                return Err(Refusal::Overflow);
-            }
+        if overflow {
+            return Err(Refusal::Overflow);
         }
-        for (id, c) in merged {
-            if c.base.is_zero() && c.cost.is_zero() && c.counts.is_zero() && self.aggregates.contains_key(&id) {
-                continue;
-            }
-            let entry = match self.aggregates.entry(id) {
-                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+        for c in merged {
+            let unchanged = c.base.is_zero() && c.cost.is_zero() && c.counts.is_zero();
+            let entry = match self.aggregates.entry(c.id) {
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    if unchanged {
+                        continue;
+                    }
+                    o.into_mut()
+                }
                 std::collections::btree_map::Entry::Vacant(v) => {
                     let Some(target) = c.target else { continue };
                     *self.open_per_tenant.entry(tenant.to_string()).or_insert(0) += 1;
@@ -871,7 +922,7 @@ fn next_state(state: Option<(VmUsage, bool)>, usage: &VmUsage) -> Option<(VmUsag
 
 /// A VM timeline's bill for open time: aggregate id -> (amounts, how to
 /// create the aggregate).
-type Bill = BTreeMap<String, (Billed, Rc<Target>)>;
+type Bill = BTreeMap<String, (Billed, Target)>;
 
 fn vm_bill(vm: &VmTimeline, frontier: Option<DateTime<Utc>>, cut: Option<DateTime<Utc>>, settings: &EngineSettings, book: &PriceBook) -> Result<Bill, Refusal> {
     let mut bill = Bill::new();
@@ -974,16 +1025,23 @@ fn render(id: &str, s: &AggregateState, is_final: bool, book: &PriceBook) -> Agg
 
 /// Analyst dimensions of ticket time.
 pub fn ticket_dimensions(t: &TicketTime) -> BTreeMap<String, String> {
-    let mut d = BTreeMap::new();
-    d.insert("ticket_type".into(), t.ticket_type.avro_symbol().into());
-    d.insert("category".into(), t.category_path.join(" > "));
-    d.insert("in_scope".into(), t.in_scope.to_string());
-    d.insert("application".into(), t.application.clone().unwrap_or_default());
-    d.insert("requester".into(), t.requester.clone());
-    d.insert("technician".into(), t.technician.clone());
-    d.insert("technician_profile".into(), t.technician_profile.avro_symbol().into());
-    d.insert("country".into(), t.country.clone().unwrap_or_default());
-    d
+    encoded_ticket_dimensions(t).to_map()
+}
+
+/// [`ticket_dimensions`] encoded for the aggregate id, without a map.
+fn encoded_ticket_dimensions(t: &TicketTime) -> EncodedDimensions {
+    let category = t.category_path.join(" > ");
+    // In key order.
+    EncodedDimensions::new([
+        ("application", t.application.as_deref().unwrap_or_default()),
+        ("category", category.as_str()),
+        ("country", t.country.as_deref().unwrap_or_default()),
+        ("in_scope", if t.in_scope { "true" } else { "false" }),
+        ("requester", t.requester.as_str()),
+        ("technician", t.technician.as_str()),
+        ("technician_profile", t.technician_profile.avro_symbol()),
+        ("ticket_type", t.ticket_type.avro_symbol()),
+    ])
 }
 
 const SECONDS_PER_HOUR: i64 = 3600;
@@ -992,22 +1050,7 @@ const SECONDS_PER_HOUR: i64 = 3600;
 /// one change per period window.
 fn contributions(event: &Event, tz: Tz, settings: &EngineSettings, book: &PriceBook) -> Result<(Counts, Vec<Change>), Refusal> {
     let h = event.header();
-    let target = |period: Period, at: DateTime<Utc>, metric: &'static str, unit: &'static str, divisor: Decimal, dims: &Rc<BTreeMap<String, String>>| {
-        Rc::new(Target {
-            kind: event.kind(),
-            tenant: h.tenant.clone(),
-            subsidiary: h.subsidiary.clone(),
-            domain: h.domain.clone(),
-            zone: tz,
-            period,
-            window: window_of(period, tz, at),
-            metric,
-            unit,
-            quantity_divisor: Decimal::ONE,
-            divisor,
-            dimensions: dims.clone(),
-        })
-    };
+    let target = |scope: &Rc<Scope>, period: Period| Target { scope: scope.clone(), period, window: window_of(period, tz, h.event_time) };
     let mut out = Vec::new();
     let counts = match event {
         Event::TicketTime(t) => {
@@ -1020,9 +1063,9 @@ fn contributions(event: &Event, tz: Tz, settings: &EngineSettings, book: &PriceB
                 requests: i64::from(t.ticket_type == TicketType::Request),
                 ..Counts::default()
             };
-            let dims = Rc::new(ticket_dimensions(t));
+            let scope = Scope::new(event.kind(), h, tz, "ticket.time", "minute", Decimal::ONE, Decimal::from(60), encoded_ticket_dimensions(t));
             for &period in &settings.periods {
-                let target = target(period, h.event_time, "ticket.time", "minute", Decimal::from(60), &dims);
+                let target = target(&scope, period);
                 out.push(Change { id: target.id(), target: Some(target), base: minutes, cost, counts: counts.clone() });
             }
             counts
@@ -1042,12 +1085,11 @@ fn contributions(event: &Event, tz: Tz, settings: &EngineSettings, book: &PriceB
                 missed: i64::from(c.status == CheckStatus::Missed),
                 ..Counts::default()
             };
-            let mut dims = BTreeMap::new();
-            dims.insert("check_name".to_string(), c.check_name.clone());
-            dims.insert("frequency".to_string(), c.frequency.avro_symbol().to_string());
-            let dims = Rc::new(dims);
+            // In key order.
+            let dims = EncodedDimensions::new([("check_name", c.check_name.as_str()), ("frequency", c.frequency.avro_symbol())]);
+            let scope = Scope::new(event.kind(), h, tz, "check.runs", "run", Decimal::ONE, Decimal::ONE, dims);
             for &period in &settings.periods {
-                let target = target(period, h.event_time, "check.runs", "run", Decimal::ONE, &dims);
+                let target = target(&scope, period);
                 out.push(Change { id: target.id(), target: Some(target), base: Decimal::ONE, cost: price, counts: counts.clone() });
             }
             counts
@@ -1105,33 +1147,27 @@ fn vm_changes(
         resources.push(("vm.option", "option-hour", Decimal::ONE, price, hour, Some(option.clone())));
     }
     let h = &v.header;
+    // One scope per resource, shared by its windows.
+    let scopes: Vec<Rc<Scope>> = resources
+        .iter()
+        .map(|(metric, unit, _, _, divisor, option)| {
+            // In key order.
+            let mut dims = vec![("datacenter", v.datacenter.as_str())];
+            if let Some(option) = option {
+                dims.push(("option", option.as_str()));
+            }
+            dims.push(("sla_tier", v.sla_tier.avro_symbol()));
+            Scope::new(EventKind::VmUsage, h, tz, metric, unit, *divisor, *divisor, EncodedDimensions::new(dims))
+        })
+        .collect();
     for &period in &settings.periods {
         for (window, a, b) in split_interval(period, tz, from, to) {
             let seconds = Decimal::from((b - a).num_seconds());
-            for (metric, unit, amount, price, divisor, option) in &resources {
+            for ((_, _, amount, price, _, _), scope) in resources.iter().zip(&scopes) {
                 if amount.is_zero() || seconds.is_zero() {
                     continue;
                 }
-                let mut dims = BTreeMap::new();
-                dims.insert("sla_tier".to_string(), v.sla_tier.avro_symbol().to_string());
-                dims.insert("datacenter".to_string(), v.datacenter.clone());
-                if let Some(option) = option {
-                    dims.insert("option".to_string(), option.clone());
-                }
-                let target = Rc::new(Target {
-                    kind: EventKind::VmUsage,
-                    tenant: h.tenant.clone(),
-                    subsidiary: h.subsidiary.clone(),
-                    domain: h.domain.clone(),
-                    zone: tz,
-                    period,
-                    window,
-                    metric,
-                    unit,
-                    quantity_divisor: *divisor,
-                    divisor: *divisor,
-                    dimensions: Rc::new(dims),
-                });
+                let target = Target { scope: scope.clone(), period, window };
                 let base = amount.checked_mul(seconds).ok_or(Refusal::Overflow)?;
                 let cost = base.checked_mul(*price).ok_or(Refusal::Overflow)?;
                 out.push(Change { id: target.id(), target: Some(target), base, cost, counts: Counts { events: 1, ..Counts::default() } });

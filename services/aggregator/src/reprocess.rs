@@ -96,7 +96,7 @@ pub fn read_tenant_history(config: &MeterConfig, tenant: &str, show_progress: bo
                 kind_of_topic(&config.topics, topic)
             };
             let Some(kind) = kind else { continue };
-            let Ok(event) = EventCodec::decode_event(kind, &message.payload) else { continue };
+            let Ok(event) = meter_model::fast_decode::decode_event(kind, &message.payload) else { continue };
             if event.header().tenant != tenant {
                 continue;
             }

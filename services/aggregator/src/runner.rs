@@ -376,7 +376,7 @@ fn process(
             }
         };
     }
-    match EventCodec::decode_event(kind, payload) {
+    match meter_model::fast_decode::decode_event(kind, payload) {
         Ok(event) => {
             let outcome = state.apply(offset, at, &event, settings, book);
             Processed::Outcome(event, outcome)

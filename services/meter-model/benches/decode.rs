@@ -1,7 +1,7 @@
 //! Decode hot path of the codec: one `TicketTime` single-object message to a
-//! Rust value, four ways, on one core. Prints events per second.
+//! Rust value, several ways, on one core. Prints events per second.
 //!
-//!   production      EventCodec::decode (apache-avro generic `Value`, then our
+//!   EventCodec      EventCodec::decode (apache-avro generic `Value`, then our
 //!                   field-by-field conversion to the domain struct)
 //!   avro Value      apache_avro::from_avro_datum alone (the generic part)
 //!   avro serde      apache_avro::from_avro_datum + apache_avro::from_value
@@ -9,6 +9,9 @@
 //!   serde_avro_fast serde_avro_fast::from_single_object_slice into the same
 //!                   struct (checks the header fingerprint against the schema's)
 //!   serde_avro_fast, borrowed: the same into a struct of `&str` (no copies)
+//!   fast_decode     meter_model::fast_decode::decode_event, the aggregator's
+//!                   decoder (serde_avro_fast into the domain struct, with the
+//!                   codec's fingerprint rules)
 //!
 //! Run: `cargo bench -p meter-model --bench decode [-- N]` (N messages, default 200000).
 
@@ -120,7 +123,13 @@ fn main() {
         println!("{name:<34} {:>12.0} events/s  ({count} events in {best:.3} s, best of 3, one core)", count as f64 / best);
     };
 
-    stage("production EventCodec::decode", &mut || {
+    stage("fast_decode::decode_event", &mut || {
+        messages
+            .iter()
+            .map(|m| black_box(meter_model::fast_decode::decode_event(EventKind::TicketTime, m).is_ok()) as usize)
+            .sum()
+    });
+    stage("EventCodec::decode (apache-avro)", &mut || {
         messages.iter().map(|m| black_box(EventCodec::decode::<TicketTime>(m).is_ok()) as usize).sum()
     });
     stage("apache-avro Value only", &mut || {

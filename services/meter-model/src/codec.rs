@@ -58,6 +58,7 @@ const HISTORY: [(&str, &str); 4] = [
 struct KnownSchema {
     record: &'static str,
     schema: Schema,
+    text: &'static str,
     /// The current version of `record` (no resolution needed).
     current: bool,
 }
@@ -94,8 +95,8 @@ fn registry() -> &'static Registry {
                 current.insert(record, (schema.clone(), header));
             }
             // The specification's fingerprint wins over another version's legacy one.
-            by_fingerprint.entry(legacy).or_insert(KnownSchema { record, schema: schema.clone(), current: is_current });
-            by_fingerprint.insert(spec, KnownSchema { record, schema, current: is_current });
+            by_fingerprint.entry(legacy).or_insert(KnownSchema { record, schema: schema.clone(), text, current: is_current });
+            by_fingerprint.insert(spec, KnownSchema { record, schema, text, current: is_current });
         }
         Registry { current, by_fingerprint }
     })
@@ -552,6 +553,12 @@ impl AvroRecord for PeriodControl {
             reason: f.string("reason")?,
         })
     }
+}
+
+/// Every fingerprint readers accept, with its record and the writer
+/// schema's text (for the fast event decoder, [`crate::fast_decode`]).
+pub(crate) fn accepted_fingerprints() -> impl Iterator<Item = ([u8; 8], &'static str, &'static str)> {
+    registry().by_fingerprint.iter().map(|(fingerprint, known)| (*fingerprint, known.record, known.text))
 }
 
 /// Every schema text this build knows, for tools and tests: (record, text, is_current).

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 
 pub use crate::kinds::EventKind;
 
@@ -534,6 +535,7 @@ pub struct Aggregate {
 }
 
 /// The identity fields of an aggregate, hashed into `aggregate_id`.
+#[allow(clippy::too_many_arguments)]
 pub fn aggregate_id(
     kind: EventKind,
     tenant: &str,
@@ -544,25 +546,98 @@ pub fn aggregate_id(
     metric: &str,
     dimensions: &BTreeMap<String, String>,
 ) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    // Length-prefixed parts so that ("ab","c") and ("a","bc") differ.
-    let mut part = |s: &str| {
-        hasher.update((s.len() as u64).to_le_bytes());
-        hasher.update(s.as_bytes());
-    };
-    part(kind.symbol());
-    part(tenant);
-    part(subsidiary);
-    part(domain);
-    part(period.symbol());
-    part(&window_start.timestamp_millis().to_string());
-    part(metric);
-    for (k, v) in dimensions {
-        part(k);
-        part(v);
+    let dimensions = EncodedDimensions::new(dimensions.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    AggregateScope::new(kind, tenant, subsidiary, domain).id(period, window_start, metric, &dimensions)
+}
+
+/// Length-prefixed parts so that ("ab","c") and ("a","bc") differ.
+fn length_prefixed(out: &mut impl Extend<u8>, s: &[u8]) {
+    out.extend((s.len() as u64).to_le_bytes());
+    out.extend(s.iter().copied());
+}
+
+/// An aggregate's dimensions in key order, encoded once as `aggregate_id`
+/// hashes them (length-prefixed key, value, key, value...): one buffer an
+/// event hashes for each of its windows, and reads back into a map only when
+/// it opens an aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedDimensions(Vec<u8>);
+
+impl EncodedDimensions {
+    /// `pairs` in strictly increasing key order (as a `BTreeMap` iterates).
+    pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        let mut bytes = Vec::with_capacity(256);
+        let mut previous: Option<&str> = None;
+        for (k, v) in pairs {
+            debug_assert!(previous.is_none_or(|p| p < k), "dimension keys out of order: {previous:?} then {k}");
+            previous = Some(k);
+            length_prefixed(&mut bytes, k.as_bytes());
+            length_prefixed(&mut bytes, v.as_bytes());
+        }
+        EncodedDimensions(bytes)
     }
-    hex::encode(&hasher.finalize()[..16])
+
+    /// The (key, value) pairs, in key order.
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        let mut map = BTreeMap::new();
+        let mut rest = self.0.as_slice();
+        let mut next = || -> Option<String> {
+            let (len, tail) = rest.split_first_chunk::<8>()?;
+            let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+            let (text, tail) = tail.split_at_checked(len)?;
+            rest = tail;
+            // Built from `&str`s only, so always UTF-8.
+            Some(String::from_utf8_lossy(text).into_owned())
+        };
+        while let (Some(k), Some(v)) = (next(), next()) {
+            map.insert(k, v);
+        }
+        map
+    }
+}
+
+/// The part of `aggregate_id` shared by every window of one event (kind,
+/// tenant, subsidiary, domain), hashed once.
+#[derive(Clone)]
+pub struct AggregateScope(sha2::Sha256);
+
+impl fmt::Debug for AggregateScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AggregateScope(SHA-256 state)")
+    }
+}
+
+impl AggregateScope {
+    pub fn new(kind: EventKind, tenant: &str, subsidiary: &str, domain: &str) -> Self {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        for part in [kind.symbol(), tenant, subsidiary, domain] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
+        AggregateScope(hasher)
+    }
+
+    /// The id of the aggregate of this scope for one window, metric and dimensions.
+    pub fn id(&self, period: Period, window_start: DateTime<Utc>, metric: &str, dimensions: &EncodedDimensions) -> String {
+        use sha2::Digest;
+        let mut hasher = self.0.clone();
+        // The window start in decimal milliseconds, without a String.
+        let mut digits = [0u8; 24];
+        let written = {
+            use std::io::Write;
+            let mut cursor = &mut digits[..];
+            let _ = write!(cursor, "{}", window_start.timestamp_millis());
+            24 - cursor.len()
+        };
+        // sha2 buffers small updates into its block, so part by part is cheap.
+        for part in [period.symbol().as_bytes(), &digits[..written], metric.as_bytes()] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        hasher.update(&dimensions.0);
+        hex::encode(&hasher.finalize()[..16])
+    }
 }
 
 /// An input that could not be processed (see `schemas/dead_letter.avsc`).
@@ -654,6 +729,53 @@ impl DeadLetter {
             source_offset: None,
             // Millisecond precision, as Avro keeps it.
             failed_at: DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    /// `aggregate_id` as first written (one SHA-256 over every part): the ids
+    /// are keys in ClickHouse, so the stepwise hashing must give the same ones.
+    fn reference_id(kind: EventKind, parts: [&str; 3], period: Period, start: DateTime<Utc>, metric: &str, dims: &BTreeMap<String, String>) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        let mut part = |s: &str| {
+            hasher.update((s.len() as u64).to_le_bytes());
+            hasher.update(s.as_bytes());
+        };
+        part(kind.symbol());
+        for p in parts {
+            part(p);
+        }
+        part(period.symbol());
+        part(&start.timestamp_millis().to_string());
+        part(metric);
+        for (k, v) in dims {
+            part(k);
+            part(v);
+        }
+        hex::encode(&hasher.finalize()[..16])
+    }
+
+    proptest! {
+        #[test]
+        fn stepwise_ids_are_the_same_ids(tenant in ".{0,80}", subsidiary in ".{0,12}", domain in ".{0,12}", metric in "[a-z.]{1,20}",
+                                         ms in -62_000_000_000_000i64..250_000_000_000_000i64,
+                                         dims in prop::collection::btree_map(".{0,10}", ".{0,70}", 0..9)) {
+            let start = Utc.timestamp_millis_opt(ms).unwrap();
+            let encoded = EncodedDimensions::new(dims.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            prop_assert_eq!(encoded.to_map(), dims.clone());
+            let scope = AggregateScope::new(EventKind::TicketTime, &tenant, &subsidiary, &domain);
+            for period in Period::ALL {
+                let expected = reference_id(EventKind::TicketTime, [&tenant, &subsidiary, &domain], period, start, &metric, &dims);
+                prop_assert_eq!(scope.id(period, start, &metric, &encoded), expected.clone());
+                prop_assert_eq!(aggregate_id(EventKind::TicketTime, &tenant, &subsidiary, &domain, period, start, &metric, &dims), expected);
+            }
         }
     }
 }

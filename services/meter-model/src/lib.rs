@@ -8,6 +8,7 @@ mod avro_value;
 pub mod codec;
 mod error;
 pub mod events;
+pub mod fast_decode;
 pub mod fingerprint;
 pub mod kinds;
 
