@@ -316,9 +316,9 @@ pub struct StreamReport {
     pub connections: u64,
 }
 
-/// Follows the event stream until `stop` completes, reconnecting with
-/// backoff (1 s doubling up to `reconnect_max_seconds`) when it ends or
-/// fails. Each CheckResult of a mapped host and service is published; those
+/// Follows the event stream until `stop` completes, reconnecting with the
+/// shared backoff (exponential with jitter, 1 s doubling up to
+/// `reconnect_max_seconds`) when it ends or fails. Each CheckResult of a mapped host and service is published; those
 /// of unmapped ones are skipped (a supervision server watches more than is
 /// billed); unreadable or invalid ones are dead-lettered.
 pub async fn follow(state: AppState, stop: impl std::future::Future<Output = ()>) -> StreamReport {
@@ -327,24 +327,27 @@ pub async fn follow(state: AppState, stop: impl std::future::Future<Output = ()>
     let Some(config) = state.settings().icinga.clone() else {
         return report;
     };
-    let mut backoff = Duration::from_secs(1);
+    // The one backoff policy of the project (backon), with the stream's own cap.
+    let policy = meter_config::RetryConfig { min_delay_ms: 1000, max_delay_ms: config.reconnect_max_seconds.saturating_mul(1000) };
+    let mut delays = backon::BackoffBuilder::build(policy.backoff());
     loop {
         let session = tokio::select! {
             _ = &mut stop => return report,
             r = session(&state, &config, &mut report) => r,
         };
+        if session.is_ok() {
+            // A stream that ran and ended starts the backoff again.
+            delays = backon::BackoffBuilder::build(policy.backoff());
+        }
+        let backoff = delays.next().unwrap_or(Duration::from_secs(config.reconnect_max_seconds));
         match session {
-            Ok(()) => {
-                tracing::warn!(url = %config.url, "Icinga event stream ended; reconnecting");
-                backoff = Duration::from_secs(1);
-            }
+            Ok(()) => tracing::warn!(url = %config.url, "Icinga event stream ended; reconnecting"),
             Err(e) => tracing::error!(url = %config.url, error = %e, retry_in = ?backoff, "Icinga event stream failed"),
         }
         tokio::select! {
             _ = &mut stop => return report,
             _ = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(config.reconnect_max_seconds));
     }
 }
 
