@@ -81,11 +81,7 @@ pub struct ReplaySummary {
 
 impl ReplaySummary {
     pub fn rejected_by_reason(&self) -> BTreeMap<&'static str, u64> {
-        let mut by = BTreeMap::new();
-        for r in &self.rejections {
-            *by.entry(r.reason).or_default() += 1;
-        }
-        by
+        collector_runtime::count_by_reason(self.rejections.iter().map(|r| r.reason))
     }
 }
 

@@ -33,11 +33,7 @@ pub struct GlpiReport {
 
 impl GlpiReport {
     pub fn rejected_by_reason(&self) -> BTreeMap<&'static str, u64> {
-        let mut by = BTreeMap::new();
-        for r in &self.rejections {
-            *by.entry(r.reason).or_default() += 1;
-        }
-        by
+        collector_runtime::count_by_reason(self.rejections.iter().map(|r| r.reason))
     }
 }
 

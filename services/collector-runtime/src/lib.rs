@@ -17,3 +17,12 @@ pub use http::{http_client, read_body_capped, CappedBodyError, HttpClientError, 
 pub use internal_events::{CollectorMetrics, EventsPublished, RecordRejected, RecordsRead, RecordsSkipped, SourceSucceeded};
 pub use meter_telemetry::InternalEvent;
 pub use publisher::{Batch, EncodeFailure, Publisher, DEFAULT_MAX_IN_FLIGHT};
+
+/// How many rejections of each reason a run had (the collectors' summaries).
+pub fn count_by_reason(reasons: impl IntoIterator<Item = &'static str>) -> std::collections::BTreeMap<&'static str, u64> {
+    let mut by = std::collections::BTreeMap::new();
+    for reason in reasons {
+        *by.entry(reason).or_default() += 1;
+    }
+    by
+}
