@@ -40,6 +40,8 @@ pub enum SinkError {
     Metrics(#[from] prometheus::Error),
     #[error("aggregate {id}: {what} does not fit the ClickHouse column")]
     OutOfRange { id: String, what: &'static str },
+    #[error("idle for {waited:?} but partitions still have unread records: {behind:?} (is the broker answering? run the sink again)")]
+    Behind { waited: Duration, behind: Vec<String> },
 }
 
 pub use crate::internal_events::SinkMetrics;
@@ -171,6 +173,39 @@ where
     }
 }
 
+/// Assigned partitions with records this sink has not read yet: its position
+/// (else the group's committed offset, else the start) before the end.
+fn partitions_behind(consumer: &StreamConsumer) -> Vec<String> {
+    let timeout = Duration::from_secs(5);
+    let Ok(assignment) = consumer.assignment() else {
+        return vec!["assignment unknown".into()];
+    };
+    let positions = consumer.position().ok();
+    let committed = consumer.committed_offsets(assignment.clone(), timeout).ok();
+    let offset_in = |list: Option<&TopicPartitionList>, topic: &str, partition: i32| match list
+        .and_then(|l| l.find_partition(topic, partition))
+        .map(|e| e.offset())
+    {
+        Some(Offset::Offset(o)) => Some(o),
+        _ => None,
+    };
+    let mut behind = Vec::new();
+    for element in assignment.elements() {
+        let (topic, partition) = (element.topic(), element.partition());
+        let Ok((low, high)) = consumer.fetch_watermarks(topic, partition, timeout) else {
+            behind.push(format!("{topic}/{partition} (end unknown)"));
+            continue;
+        };
+        let at = offset_in(positions.as_ref(), topic, partition)
+            .or_else(|| offset_in(committed.as_ref(), topic, partition))
+            .unwrap_or(low);
+        if at < high {
+            behind.push(format!("{topic}/{partition} (at {at}, end {high})"));
+        }
+    }
+    behind
+}
+
 /// Inserts detail rows once (tools: reprocess, backfill); errors are the caller's.
 pub async fn insert_details(client: &clickhouse::Client, details: &mut DetailBatch) -> Result<(), clickhouse::error::Error> {
     if !details.tickets.is_empty() {
@@ -214,6 +249,7 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
     let mut positions: HashMap<(String, i32), i64> = HashMap::new();
     let mut batch_started = Instant::now();
     let mut last_input = Instant::now();
+    let mut behind_since: Option<Instant> = None;
     tracing::info!(database = %config.clickhouse.database, table, topic = %config.topics.aggregates, "ClickHouse sink started");
     loop {
         let wait = flush_every.saturating_sub(batch_started.elapsed()).max(Duration::from_millis(10));
@@ -228,6 +264,7 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
         match received {
             Ok(Ok(message)) => {
                 last_input = Instant::now();
+                behind_since = None;
                 if batch.is_empty() && positions.is_empty() {
                     batch_started = Instant::now();
                 }
@@ -291,8 +328,19 @@ pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOption
             if !assigned {
                 last_input = Instant::now(); // idle counts from the assignment on
             } else if positions.is_empty() && last_input.elapsed() >= idle {
-                tracing::info!("no input for {idle:?}: everything written, stopping");
-                return Ok(());
+                // Idle is not done: every assigned partition must be read to
+                // its end (a slow fetch is not an empty topic).
+                let behind = tokio::task::block_in_place(|| partitions_behind(&consumer));
+                if behind.is_empty() {
+                    tracing::info!("no input for {idle:?} and no lag: everything written, stopping");
+                    return Ok(());
+                }
+                let since = *behind_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= idle.max(Duration::from_secs(60)) * 3 {
+                    return Err(SinkError::Behind { waited: since.elapsed(), behind });
+                }
+                tracing::info!(?behind, "idle, but partitions still have unread records: waiting");
+                last_input = Instant::now();
             }
         }
     }
