@@ -97,11 +97,7 @@ impl fmt::Display for ReplaySummary {
             self.duplicates,
             self.rejections.len()
         )?;
-        let by = self.rejected_by_reason();
-        if !by.is_empty() {
-            let parts: Vec<String> = by.iter().map(|(r, n)| format!("{r}: {n}")).collect();
-            write!(f, " ({})", parts.join(", "))?;
-        }
+        collector_runtime::write_reason_counts(f, &self.rejected_by_reason())?;
         write!(f, "; {seconds:.1} s")?;
         if seconds > 0.0 {
             write!(f, " ({:.0} events/s)", self.sent as f64 / seconds)?;

@@ -49,11 +49,7 @@ impl fmt::Display for GlpiReport {
             self.skipped,
             self.rejections.len()
         )?;
-        let by = self.rejected_by_reason();
-        if !by.is_empty() {
-            let parts: Vec<String> = by.iter().map(|(r, n)| format!("{r}: {n}")).collect();
-            write!(f, " ({})", parts.join(", "))?;
-        }
+        collector_runtime::write_reason_counts(f, &self.rejected_by_reason())?;
         Ok(())
     }
 }

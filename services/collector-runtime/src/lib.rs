@@ -26,3 +26,12 @@ pub fn count_by_reason(reasons: impl IntoIterator<Item = &'static str>) -> std::
     }
     by
 }
+
+/// Writes ` (reason: n, ...)` after a summary line, nothing when there was no rejection.
+pub fn write_reason_counts(f: &mut std::fmt::Formatter<'_>, by: &std::collections::BTreeMap<&'static str, u64>) -> std::fmt::Result {
+    if by.is_empty() {
+        return Ok(());
+    }
+    let parts: Vec<String> = by.iter().map(|(reason, n)| format!("{reason}: {n}")).collect();
+    write!(f, " ({})", parts.join(", "))
+}
