@@ -1,33 +1,69 @@
-//! Per-partition checkpoints: the partition's whole state and the offset it
-//! ends at, written atomically (temporary file, fsync, rename) after the
-//! aggregates it produced were acknowledged by the broker.
+//! Per-partition checkpoints: the partition's state and the offset it ends
+//! at, saved after the aggregates it produced were acknowledged by the broker.
+//!
+//! A checkpoint is a **snapshot** (the whole state, binary, CRC-checked,
+//! written to a temporary file, fsynced and renamed) and a **log** of the
+//! changes since (one CRC-framed record per flush, appended and fsynced).
+//! A flush writes only what changed, so its cost follows the input rate, not
+//! the size of the state. When the log outgrows the snapshot, or something
+//! was removed (a month closed), the next save writes a new snapshot and
+//! starts a new log. Reading takes the snapshot and the records of its log
+//! up to the last whole one: a record torn by a crash is cut off, and the
+//! partition resumes from the offset the last whole record holds (replayed
+//! records emit identical revisions).
+//!
+//! Files, in `aggregator.state_dir`, per input partition:
+//! `<topic>-<partition>.snapshot`, `<topic>-<partition>.<generation>.log`,
+//! `<topic>-<partition>.owner` (ownership epoch). A `<topic>-<partition>.json`
+//! checkpoint of earlier versions is read once and replaced by a snapshot.
 //!
 //! The directory must be shared by the aggregator instances of a group (a
 //! local folder on one host, a shared volume across hosts), since a
 //! partition's next owner resumes from its checkpoint.
 
-use std::io::Write;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::engine::PartitionState;
+use crate::engine::{Changes, Delta, PartitionState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("checkpoint {path}: {source} (check aggregator.state_dir exists and is writable)")]
     Io { path: String, source: std::io::Error },
-    #[error("checkpoint {path} is corrupt: {source} (move it away to rebuild the partition from the topic's start)")]
-    Corrupt { path: String, source: serde_json::Error },
+    #[error("checkpoint {path} is corrupt: {reason} (move it away to rebuild the partition from the topic's start)")]
+    Corrupt { path: String, reason: String },
     #[error("partition {partition} was taken over by a newer owner (epoch {newer} > {ours}): this instance keeps its hands off")]
     Fenced { partition: String, ours: u64, newer: u64 },
 }
+
+/// First bytes of a snapshot file.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"meter-ck";
+/// Format of snapshots and log records (1 was the JSON checkpoint).
+const FORMAT: u32 = 2;
+/// A log shorter than this never triggers a snapshot.
+const MIN_LOG_BYTES: u64 = 16 << 20;
+/// Largest log record accepted when reading (a damaged length is not an allocation).
+const MAX_RECORD_BYTES: u32 = 1 << 30;
 
 pub struct CheckpointStore {
     dir: PathBuf,
 }
 
+/// What one save wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Saved {
+    Snapshot { bytes: u64 },
+    Delta { bytes: u64, records: usize },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.display().to_string(), source }
+}
+
 impl CheckpointStore {
     pub fn new(dir: &Path) -> Result<Self, CheckpointError> {
-        std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io { path: dir.display().to_string(), source })?;
+        std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         Ok(CheckpointStore { dir: dir.to_path_buf() })
     }
 
@@ -36,16 +72,16 @@ impl CheckpointStore {
         &self.dir
     }
 
-    fn path(&self, topic: &str, partition: i32) -> PathBuf {
-        self.dir.join(format!("{topic}-{partition}.json"))
+    fn base(&self, topic: &str, partition: i32) -> String {
+        format!("{topic}-{partition}")
     }
 
     fn owner_path(&self, topic: &str, partition: i32) -> PathBuf {
-        self.dir.join(format!("{topic}-{partition}.owner"))
+        self.dir.join(format!("{}.owner", self.base(topic, partition)))
     }
 
     fn owner_epoch(&self, topic: &str, partition: i32) -> u64 {
-        std::fs::read_to_string(self.owner_path(topic, partition)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+        read_epoch(&self.owner_path(topic, partition))
     }
 
     /// Takes ownership of a partition's checkpoint: the epoch returned is
@@ -54,86 +90,252 @@ impl CheckpointStore {
     pub fn claim(&self, topic: &str, partition: i32) -> Result<u64, CheckpointError> {
         let epoch = self.owner_epoch(topic, partition) + 1;
         let path = self.owner_path(topic, partition);
-        let io = |source| CheckpointError::Io { path: path.display().to_string(), source };
         let tmp = path.with_extension(format!("owner.tmp.{}", std::process::id()));
-        std::fs::write(&tmp, epoch.to_string()).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+        std::fs::write(&tmp, epoch.to_string()).map_err(io_error(&path))?;
+        std::fs::rename(&tmp, &path).map_err(io_error(&path))?;
         Ok(epoch)
     }
 
-    /// Saves the state if `epoch` still owns the partition.
-    pub fn save_owned(&self, topic: &str, partition: i32, state: &PartitionState, epoch: u64) -> Result<(), CheckpointError> {
-        let newer = self.owner_epoch(topic, partition);
-        if newer > epoch {
-            return Err(CheckpointError::Fenced { partition: format!("{topic}/{partition}"), ours: epoch, newer });
-        }
-        self.save(topic, partition, state)
+    /// The saved state (an empty one starting at offset 0 if there is none),
+    /// ready to record its changes, and the handle that saves it.
+    pub fn open(&self, topic: &str, partition: i32) -> Result<(PartitionState, PartitionCheckpoint), CheckpointError> {
+        let base = self.base(topic, partition);
+        let mut checkpoint = PartitionCheckpoint {
+            dir: self.dir.clone(),
+            snapshot: self.dir.join(format!("{base}.snapshot")),
+            legacy: self.dir.join(format!("{base}.json")),
+            owner: self.owner_path(topic, partition),
+            base,
+            partition: format!("{topic}/{partition}"),
+            generation: 0,
+            log: None,
+            log_bytes: 0,
+            snapshot_bytes: 0,
+            snapshot_due: true,
+        };
+        let mut state = checkpoint.read()?;
+        state.restore_derived();
+        state.track_changes();
+        Ok((state, checkpoint))
     }
 
-    /// The saved state, or an empty one starting at offset 0.
+    /// The saved state of a partition (tools and tests).
     pub fn load(&self, topic: &str, partition: i32) -> Result<PartitionState, CheckpointError> {
-        let path = self.path(topic, partition);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|source| CheckpointError::Corrupt { path: path.display().to_string(), source }),
+        self.open(topic, partition).map(|(state, _)| state)
+    }
+}
+
+fn read_epoch(path: &Path) -> u64 {
+    std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Saves one partition's state: deltas appended to the log, snapshots when due.
+pub struct PartitionCheckpoint {
+    dir: PathBuf,
+    base: String,
+    partition: String,
+    snapshot: PathBuf,
+    legacy: PathBuf,
+    owner: PathBuf,
+    generation: u64,
+    log: Option<File>,
+    log_bytes: u64,
+    snapshot_bytes: u64,
+    /// The next save writes a snapshot (no snapshot yet, a legacy one, or a
+    /// failed save whose changes are no longer recorded).
+    snapshot_due: bool,
+}
+
+impl PartitionCheckpoint {
+    fn log_path(&self, generation: u64) -> PathBuf {
+        self.dir.join(format!("{}.{generation}.log", self.base))
+    }
+
+    fn corrupt(path: &Path, reason: impl Into<String>) -> CheckpointError {
+        CheckpointError::Corrupt { path: path.display().to_string(), reason: reason.into() }
+    }
+
+    fn read(&mut self) -> Result<PartitionState, CheckpointError> {
+        let bytes = match std::fs::read(&self.snapshot) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.read_legacy(),
+            Err(e) => return Err(io_error(&self.snapshot)(e)),
+        };
+        let (generation, mut state) = decode_snapshot(&bytes).map_err(|reason| Self::corrupt(&self.snapshot, reason))?;
+        self.generation = generation;
+        self.snapshot_bytes = bytes.len() as u64;
+        self.snapshot_due = false;
+        let log_path = self.log_path(generation);
+        match File::open(&log_path) {
+            Ok(mut file) => {
+                let mut log = Vec::new();
+                file.read_to_end(&mut log).map_err(io_error(&log_path))?;
+                let mut at = 0usize;
+                while let Some((delta, next)) = decode_record(&log, at) {
+                    state.apply_delta(delta);
+                    at = next;
+                }
+                if at < log.len() {
+                    // A record torn by a crash: its flush never completed.
+                    tracing::warn!(path = %log_path.display(), kept = at, dropped = log.len() - at, "checkpoint log ends with a torn record: cut off");
+                    let file = OpenOptions::new().write(true).open(&log_path).map_err(io_error(&log_path))?;
+                    file.set_len(at as u64).map_err(io_error(&log_path))?;
+                    file.sync_all().map_err(io_error(&log_path))?;
+                }
+                self.log_bytes = at as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&log_path)(e)),
+        }
+        Ok(state)
+    }
+
+    fn read_legacy(&mut self) -> Result<PartitionState, CheckpointError> {
+        self.snapshot_due = true;
+        match std::fs::read(&self.legacy) {
+            Ok(bytes) => {
+                let state = crate::engine::legacy::upgrade(&bytes).map_err(|reason| Self::corrupt(&self.legacy, reason))?;
+                tracing::info!(path = %self.legacy.display(), next_offset = state.next_offset, "JSON checkpoint read; the next save replaces it with a snapshot");
+                Ok(state)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(PartitionState::default()),
-            Err(source) => Err(CheckpointError::Io { path: path.display().to_string(), source }),
+            Err(e) => Err(io_error(&self.legacy)(e)),
         }
     }
 
-    pub fn save(&self, topic: &str, partition: i32, state: &PartitionState) -> Result<(), CheckpointError> {
-        let path = self.path(topic, partition);
-        let io = |source| CheckpointError::Io { path: path.display().to_string(), source };
-        let bytes = serde_json::to_vec(state).map_err(|source| CheckpointError::Corrupt { path: path.display().to_string(), source })?;
-        let tmp = path.with_extension(format!("json.tmp.{}", std::process::id()));
-        {
-            let mut file = std::fs::File::create(&tmp).map_err(io)?;
-            file.write_all(&bytes).map_err(io)?;
-            file.sync_all().map_err(io)?;
+    /// Saves what changed if `epoch` still owns the partition.
+    pub fn save_owned(&mut self, state: &mut PartitionState, epoch: u64) -> Result<Saved, CheckpointError> {
+        let newer = read_epoch(&self.owner);
+        if newer > epoch {
+            return Err(CheckpointError::Fenced { partition: self.partition.clone(), ours: epoch, newer });
         }
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        if let Ok(dir) = std::fs::File::open(&self.dir) {
-            let _ = dir.sync_all();
+        let result = self.save(state);
+        if result.is_err() {
+            // The changes taken are not on disk: only a snapshot is whole now.
+            self.snapshot_due = true;
         }
+        result
+    }
+
+    fn save(&mut self, state: &mut PartitionState) -> Result<Saved, CheckpointError> {
+        match state.take_changes() {
+            Changes::Delta(delta) if !self.snapshot_due => {
+                let record = encode_record(&delta).map_err(|reason| Self::corrupt(&self.log_path(self.generation), reason))?;
+                if self.log_bytes + record.len() as u64 > self.snapshot_bytes.max(MIN_LOG_BYTES) {
+                    return self.write_snapshot(state);
+                }
+                self.append(&record)?;
+                Ok(Saved::Delta { bytes: record.len() as u64, records: delta.len() })
+            }
+            _ => self.write_snapshot(state),
+        }
+    }
+
+    fn append(&mut self, record: &[u8]) -> Result<(), CheckpointError> {
+        let path = self.log_path(self.generation);
+        if self.log.is_none() {
+            let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_error(&path))?;
+            self.log = Some(file);
+        }
+        let Some(file) = self.log.as_mut() else { return Ok(()) };
+        file.write_all(record).map_err(io_error(&path))?;
+        file.sync_data().map_err(io_error(&path))?;
+        self.log_bytes += record.len() as u64;
         Ok(())
     }
+
+    fn write_snapshot(&mut self, state: &PartitionState) -> Result<Saved, CheckpointError> {
+        let generation = self.generation + 1;
+        let bytes = encode_snapshot(generation, state).map_err(|reason| Self::corrupt(&self.snapshot, reason))?;
+        let tmp = self.snapshot.with_extension(format!("snapshot.tmp.{}", std::process::id()));
+        {
+            let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
+            file.write_all(&bytes).map_err(io_error(&tmp))?;
+            file.sync_all().map_err(io_error(&tmp))?;
+        }
+        std::fs::rename(&tmp, &self.snapshot).map_err(io_error(&self.snapshot))?;
+        if let Ok(dir) = File::open(&self.dir) {
+            let _ = dir.sync_all();
+        }
+        // The new snapshot holds everything: the old log and a legacy
+        // checkpoint are no longer read.
+        let old_log = self.log_path(self.generation);
+        self.log = None;
+        self.generation = generation;
+        self.log_bytes = 0;
+        self.snapshot_bytes = bytes.len() as u64;
+        self.snapshot_due = false;
+        let _ = std::fs::remove_file(old_log);
+        let _ = std::fs::remove_file(self.log_path(generation));
+        if self.legacy.exists() {
+            let _ = std::fs::rename(&self.legacy, self.legacy.with_extension("json.migrated"));
+        }
+        Ok(Saved::Snapshot { bytes: bytes.len() as u64 })
+    }
+}
+
+fn encode_snapshot(generation: u64, state: &PartitionState) -> Result<Vec<u8>, String> {
+    let body = postcard::to_stdvec(state).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(body.len() + 32);
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&FORMAT.to_le_bytes());
+    out.extend_from_slice(&generation.to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Result<(u64, PartitionState), String> {
+    let header = 8 + 4 + 8 + 8 + 4;
+    if bytes.len() < header || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err("not a meter snapshot (bad header)".into());
+    }
+    let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let long = |at: usize| u64::from_le_bytes(std::array::from_fn(|i| bytes[at + i]));
+    let format = word(8);
+    if format != FORMAT {
+        return Err(format!("snapshot format {format}, this version reads {FORMAT}"));
+    }
+    let generation = long(12);
+    let len = long(20);
+    let body = &bytes[header..];
+    if body.len() as u64 != len {
+        return Err(format!("snapshot body is {} bytes, its header says {len}", body.len()));
+    }
+    if crc32fast::hash(body) != word(28) {
+        return Err("snapshot checksum mismatch".into());
+    }
+    let state = postcard::from_bytes(body).map_err(|e| e.to_string())?;
+    Ok((generation, state))
+}
+
+/// A log record: length, CRC-32 of the body, body.
+fn encode_record(delta: &Delta) -> Result<Vec<u8>, String> {
+    let body = postcard::to_stdvec(delta).map_err(|e| e.to_string())?;
+    let len = u32::try_from(body.len()).map_err(|_| "delta too large".to_string())?;
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// The record at `at` and where the next starts, or None if it is not whole.
+fn decode_record(log: &[u8], at: usize) -> Option<(Delta, usize)> {
+    let head = log.get(at..at + 8)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len > MAX_RECORD_BYTES {
+        return None;
+    }
+    let end = at + 8 + len as usize;
+    let body = log.get(at + 8..end)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    postcard::from_bytes(body).ok().map(|delta| (delta, end))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn saved_state_loads_back_and_missing_is_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::new(dir.path()).unwrap();
-        assert_eq!(store.load("t", 0).unwrap(), PartitionState::default());
-        let mut state = PartitionState::default();
-        state.next_offset = 42;
-        state.closed_events.insert(
-            meter_model::EventKey { tenant: "acme".into(), source: "glpi".into(), event_id: "7".into() },
-            (3, chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap_or_default()),
-        );
-        store.save("t", 0, &state).unwrap();
-        assert_eq!(store.load("t", 0).unwrap(), state);
-        std::fs::write(dir.path().join("t-1.json"), b"{truncated").unwrap();
-        assert!(matches!(store.load("t", 1), Err(CheckpointError::Corrupt { .. })));
-    }
-
-    #[test]
-    fn an_old_owner_cannot_overwrite_a_new_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::new(dir.path()).unwrap();
-        let old = store.claim("t", 0).unwrap();
-        let mut state = PartitionState::default();
-        state.next_offset = 10;
-        store.save_owned("t", 0, &state, old).unwrap();
-        let new = store.claim("t", 0).unwrap();
-        assert!(new > old);
-        state.next_offset = 99;
-        assert!(matches!(store.save_owned("t", 0, &state, old), Err(CheckpointError::Fenced { .. })));
-        assert_eq!(store.load("t", 0).unwrap().next_offset, 10);
-        store.save_owned("t", 0, &state, new).unwrap();
-        assert_eq!(store.load("t", 0).unwrap().next_offset, 99);
-    }
-}
+mod tests;

@@ -7,21 +7,21 @@
 //! re-emits identical revisions: nothing is lost, nothing counts twice.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use futures::future::try_join_all;
 use meter_config::MeterConfig;
-use meter_kafka::{kind_of_topic, DeadLetters, KafkaError};
-use meter_model::{DeadLetter, EventCodec, EventKind, PeriodAction, PeriodControl};
+use meter_kafka::{Deliveries, DeadLetters, KafkaError};
+use meter_model::{Aggregate, DeadLetter, EventCodec, EventKind, PeriodAction, PeriodControl};
 use meter_telemetry::InternalEvent;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::checkpoint::{CheckpointError, CheckpointStore, PartitionCheckpoint};
 use crate::engine::{EngineSettings, Outcome, PartitionState};
 use crate::internal_events::{
     AggregateEmitted, Change, CheckRunCounted, ClockRecordWritten, ControlRecordApplied, DeadLetterReason, DuplicateDropped, EventApplied,
@@ -53,6 +53,8 @@ pub use crate::internal_events::AggregatorMetrics;
 #[derive(Clone, Default)]
 struct RebalanceWatch {
     revoked: Arc<Mutex<Vec<(String, i32)>>>,
+    /// Set with `revoked`, read on every record (a lock per record is not free).
+    any_revoked: Arc<AtomicBool>,
     /// Each partition's end offset, from librdkafka's statistics (no broker
     /// round trip: a slow ListOffsets must never stall the loop).
     ends: Arc<Mutex<HashMap<(String, i32), i64>>>,
@@ -69,6 +71,17 @@ impl ClientContext for RebalanceWatch {
                 }
             }
         }
+    }
+}
+
+impl RebalanceWatch {
+    fn has_revocations(&self) -> bool {
+        self.any_revoked.load(Ordering::Acquire)
+    }
+
+    fn take_revoked(&self) -> Vec<(String, i32)> {
+        self.any_revoked.store(false, Ordering::Release);
+        self.revoked.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default()
     }
 }
 
@@ -89,6 +102,7 @@ impl ConsumerContext for RebalanceWatch {
             tracing::info!(count = list.count(), "partitions revoked");
             if let Ok(mut revoked) = self.revoked.lock() {
                 revoked.extend(list.elements().iter().map(|e| (e.topic().to_string(), e.partition())));
+                self.any_revoked.store(true, Ordering::Release);
             }
         }
     }
@@ -106,6 +120,8 @@ pub fn settings_from(config: &MeterConfig) -> EngineSettings {
 }
 
 struct Partition {
+    topic: String,
+    id: i32,
     state: PartitionState,
     /// Offset already checkpointed and committed.
     saved_offset: i64,
@@ -120,6 +136,11 @@ struct Partition {
     epoch: u64,
     /// The record being processed, for the next start if this one dies on it.
     inflight: Option<InFlight>,
+    /// Where the partition's state is saved.
+    checkpoint: PartitionCheckpoint,
+    /// The record being applied, decoded over the previous one (no
+    /// allocation per event once its strings have grown).
+    event: meter_model::Event,
 }
 
 /// Why the aggregator stopped without being asked to.
@@ -130,201 +151,245 @@ pub struct StillBehind {
     pub behind: Vec<String>,
 }
 
+/// Input partitions by (kind, partition number): no topic string is built
+/// per record.
+type Partitions = HashMap<(EventKind, i32), Partition>;
+
+/// Records between two looks at the clock (flush, stalls, idleness).
+const RECORDS_PER_CLOCK_CHECK: u32 = 64;
+
 pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetrics, options: RunOptions) -> Result<(), RunError> {
     let settings = settings_from(config);
     let store = CheckpointStore::new(&config.aggregator.state_dir)?;
     let watch = RebalanceWatch::default();
     let consumer: StreamConsumer<RebalanceWatch> =
         meter_kafka::consumer_with_context(&with_statistics(&config.kafka), &config.aggregator.group_id, watch.clone())?;
-    let topics: Vec<&str> = EventKind::ALL.iter().map(|k| meter_kafka::event_topic(&config.topics, *k)).collect();
+    let topics: Vec<&str> = EventKind::ALL.iter().map(|k| config.topics.event(*k)).collect();
     consumer.subscribe(&topics)?;
     let producer = meter_kafka::producer(&config.kafka)?;
     let dead_letters = DeadLetters::with_producer(producer.clone(), config.topics.dead_letters.clone());
     let flush_every = Duration::from_millis(config.aggregator.flush_interval_ms.max(10));
     let clock_every = Duration::from_secs(config.aggregator.clock_record_seconds.max(1));
-    let mut partitions: HashMap<(String, i32), Partition> = HashMap::new();
+    let mut partitions: Partitions = HashMap::new();
+    // Late events and dead letters produced since the last flush: acknowledged before it checkpoints.
+    let mut deliveries = Deliveries::default();
     let mut last_flush = Instant::now();
     let mut last_input = Instant::now();
     let mut last_lag = Instant::now();
     let mut behind_since: Option<Instant> = None;
     let mut stall = meter_kafka::StallWatch::new(Duration::from_secs(config.aggregator.stalled_partition_seconds.max(1)));
+    // One future for the whole run (a signal listener per record costs more than the record).
+    let mut shutdown = std::pin::pin!(tokio::signal::ctrl_c());
+    // Wakes the loop when no record comes, so silent partitions still flush and close.
+    let mut idle_tick = tokio::time::interval(flush_every);
+    idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut records_since_check = 0u32;
     tracing::info!(group = %config.aggregator.group_id, ?topics, state_dir = %config.aggregator.state_dir.display(), "aggregator started");
 
     loop {
         let received = tokio::select! {
-            r = tokio::time::timeout(flush_every, consumer.recv()) => r,
-            _ = tokio::signal::ctrl_c() => {
+            biased;
+            _ = &mut shutdown => {
                 tracing::info!("interrupted: flushing and stopping");
-                flush(config, &book, &store, &consumer, &producer, &metrics, &mut partitions).await?;
+                flush(config, &book, &consumer, &producer, &metrics, &mut partitions, &mut deliveries).await?;
                 return Ok(());
             }
+            r = consumer.recv() => Some(r),
+            _ = idle_tick.tick() => None,
         };
         // Forget partitions this instance no longer owns: their next owner
         // resumes from the checkpoint, and unflushed work is redone there.
-        if let Ok(mut revoked) = watch.revoked.lock() {
-            for key in revoked.drain(..) {
-                if partitions.remove(&key).is_some() {
-                    tracing::info!(topic = %key.0, partition = key.1, "partition revoked");
+        if watch.has_revocations() {
+            for (topic, partition) in watch.take_revoked() {
+                let Some(kind) = config.topics.kind_of(&topic) else { continue };
+                if partitions.remove(&(kind, partition)).is_some() {
+                    tracing::info!(%topic, partition, "partition revoked");
                 }
             }
         }
+        let idle = received.is_none();
         match received {
-            Ok(Ok(message)) => {
-                last_input = Instant::now();
-                let topic = message.topic().to_string();
+            Some(Ok(message)) => {
+                records_since_check += 1;
+                let Some(kind) = config.topics.kind_of(message.topic()) else { continue };
                 let partition_id = message.partition();
-                let offset = message.offset();
-                let key = (topic.clone(), partition_id);
-                if !partitions.contains_key(&key) {
-                    take_partition(&store, &consumer, &mut partitions, &topic, partition_id)?;
+                if !partitions.contains_key(&(kind, partition_id)) {
+                    take_partition(&store, &consumer, &mut partitions, kind, message.topic(), partition_id)?;
                 }
-                let Some(partition) = partitions.get_mut(&key) else { continue };
-                let expected = partition.state.next_offset;
-                if offset < expected {
-                    continue; // already in the checkpointed state
-                }
-                if offset > expected {
-                    // Not the record the state continues from (the consumer's
-                    // position was ahead of the checkpoint): go back to it.
-                    if partition.sought_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
-                        tracing::warn!(%topic, partition = partition_id, offset, expected, "record ahead of the checkpoint: seeking back");
-                        seek(&consumer, &topic, partition_id, expected);
-                        partition.sought_at = Some(Instant::now());
-                    }
-                    continue;
-                }
-                partition.sought_at = None;
-                let Some(kind) = kind_of_topic(&config.topics, &topic) else { continue };
-                let payload = message.payload().unwrap_or_default();
-                let at = message.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis).unwrap_or_default();
-                let control = meter_kafka::is_control(&message);
-                let position = Position { topic: &topic, partition: partition_id, offset };
-                let letter = |reason: DeadLetterReason, error: &str| {
-                    DeadLetter::from_topic_position("aggregator", &topic, partition_id, offset, reason.as_str(), error.to_string(), payload)
-                        .of_kind(kind)
-                };
-                // A record that makes processing panic is dead-lettered, not
-                // retried forever (the engine computes before it mutates).
-                let attempt = partition.inflight.as_mut().map_or(Attempt::Process, |f| f.begin(offset));
-                let processed = match attempt {
-                    Attempt::SetAside { attempts } => {
-                        partition.state.skip(offset);
-                        Processed::Refused(DeadLetterReason::ProcessingAborted, format!("processing this record ended the aggregator {attempts} times"))
-                    }
-                    Attempt::Process => {
-                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            process(&mut partition.state, offset, at, kind, payload, control, &settings, &book)
-                        }));
-                        result.unwrap_or_else(|_| {
-                            partition.state.skip(offset);
-                            Processed::Refused(DeadLetterReason::ProcessingPanic, "processing this record panicked".into())
-                        })
-                    }
-                };
-                if let Some(f) = partition.inflight.as_mut() {
-                    f.end(offset);
-                }
-                RecordConsumed { kind }.emit(&metrics);
-                match processed {
-                    Processed::Outcome(event, outcome) => {
-                        let header = event.header();
-                        let (tenant, event_id) = (header.tenant.as_str(), header.event_id.as_str());
-                        let change = match outcome {
-                            Outcome::Counted => Some(Change::Counted),
-                            Outcome::Corrected => Some(Change::Corrected),
-                            Outcome::Retracted => Some(Change::Retracted),
-                            _ => None,
-                        };
-                        match outcome {
-                            Outcome::Counted | Outcome::Corrected | Outcome::Retracted => {
-                                if let Some(change) = change {
-                                    EventApplied { kind, change, tenant, event_id }.emit(&metrics);
-                                }
-                                if let meter_model::Event::CheckResult(c) = &event {
-                                    let tenant_label = tenant_label(&settings.calendar, tenant);
-                                    CheckRunCounted { tenant_label, status: c.status.avro_symbol() }.emit(&metrics);
-                                }
-                            }
-                            Outcome::Duplicate => DuplicateDropped { kind, tenant, event_id }.emit(&metrics),
-                            Outcome::Late(reason) => {
-                                send_late(config, &producer, &topic, partition_id, offset, reason.label(), tenant, payload).await?;
-                                EventLate { kind, reason, tenant, at: position }.emit(&metrics);
-                            }
-                            Outcome::Refused(refusal) => {
-                                let (reason, error) = (DeadLetterReason::from(&refusal), refusal.to_string());
-                                dead_letters.send(&letter(reason, &error)).await?;
-                                EventDeadLettered { kind, reason, error: &error, at: position }.emit(&metrics);
-                            }
-                            Outcome::Control => {}
-                        }
-                    }
-                    Processed::Control => ControlRecordApplied { kind }.emit(&metrics),
-                    Processed::Refused(reason, error) => {
-                        dead_letters.send(&letter(reason, &error)).await?;
-                        EventDeadLettered { kind, reason, error: &error, at: position }.emit(&metrics);
-                    }
-                }
-                if let Some(clock) = partition.state.clock {
-                    metrics.watermark.with_label_values(&[&topic, &partition_id.to_string()]).set(clock.timestamp());
-                }
+                let Some(partition) = partitions.get_mut(&(kind, partition_id)) else { continue };
+                apply_record(config, &settings, &book, &metrics, &dead_letters, &producer, &mut deliveries, &consumer, partition, kind, &message).await?;
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "consumer error; retrying"),
-            Err(_elapsed) => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error; retrying"),
+            None => {}
+        }
+        if !idle && records_since_check < RECORDS_PER_CLOCK_CHECK {
+            continue;
+        }
+        records_since_check = 0;
+        let now = Instant::now();
+        if !idle {
+            last_input = now;
         }
         if stall.due() && tokio::task::block_in_place(|| stall.orphaned_partitions(&consumer, &topics)) {
             tracing::warn!("rejoining the consumer group so the broker reassigns stalled partitions");
-            flush(config, &book, &store, &consumer, &producer, &metrics, &mut partitions).await?;
+            flush(config, &book, &consumer, &producer, &metrics, &mut partitions, &mut deliveries).await?;
             partitions.clear();
             consumer.unsubscribe();
             consumer.subscribe(&topics)?;
         }
-        if last_flush.elapsed() >= flush_every {
-            // Partitions assigned but silent still close their periods.
-            if let Ok(assignment) = consumer.assignment() {
-                for element in assignment.elements() {
-                    if !partitions.contains_key(&(element.topic().to_string(), element.partition())) {
-                        take_partition(&store, &consumer, &mut partitions, element.topic(), element.partition())?;
-                    }
-                }
-            }
-            write_clock_records(&producer, &settings, clock_every, &metrics, &mut partitions).await?;
-            flush(config, &book, &store, &consumer, &producer, &metrics, &mut partitions).await?;
-            last_flush = Instant::now();
-            if last_lag.elapsed() >= LAG_EVERY {
-                last_lag = Instant::now();
-                if let Ok(ends) = watch.ends.lock() {
-                    for ((topic, partition_id), partition) in &partitions {
-                        if let Some(high) = ends.get(&(topic.clone(), *partition_id)) {
-                            let lag = (high - partition.state.next_offset).max(0);
-                            metrics.consumer_lag.with_label_values(&[topic, &partition_id.to_string()]).set(lag);
-                        }
-                    }
-                }
-            }
-            if let Some(idle) = options.until_idle {
-                let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
-                if !assigned {
-                    last_input = Instant::now(); // idle counts from the assignment on
-                } else if last_input.elapsed() >= idle {
-                    // Idle here is not done: every partition of the input
-                    // topics must be consumed, by this instance or another.
-                    let behind = tokio::task::block_in_place(|| partitions_behind(&consumer, &topics, &partitions));
-                    if behind.is_empty() {
-                        tracing::info!("no input for {idle:?} and no lag: everything flushed, stopping");
-                        return Ok(());
-                    }
-                    let since = *behind_since.get_or_insert_with(Instant::now);
-                    let patience = idle.max(Duration::from_secs(60)) * 3;
-                    if since.elapsed() >= patience {
-                        return Err(RunError::Behind(StillBehind { waited: since.elapsed(), behind }));
-                    }
-                    tracing::info!(?behind, "idle, but partitions still have lag: waiting");
-                } else {
-                    behind_since = None;
+        if now.duration_since(last_flush) < flush_every {
+            continue;
+        }
+        // Partitions assigned but silent still close their periods.
+        if let Ok(assignment) = consumer.assignment() {
+            for element in assignment.elements() {
+                let Some(kind) = config.topics.kind_of(element.topic()) else { continue };
+                if !partitions.contains_key(&(kind, element.partition())) {
+                    take_partition(&store, &consumer, &mut partitions, kind, element.topic(), element.partition())?;
                 }
             }
         }
+        write_clock_records(&producer, &settings, clock_every, &metrics, &mut partitions).await?;
+        flush(config, &book, &consumer, &producer, &metrics, &mut partitions, &mut deliveries).await?;
+        last_flush = Instant::now();
+        if last_lag.elapsed() >= LAG_EVERY {
+            last_lag = Instant::now();
+            if let Ok(ends) = watch.ends.lock() {
+                for partition in partitions.values() {
+                    if let Some(high) = ends.get(&(partition.topic.clone(), partition.id)) {
+                        let lag = (high - partition.state.next_offset).max(0);
+                        metrics.consumer_lag.with_label_values(&[&partition.topic, &partition.id.to_string()]).set(lag);
+                    }
+                }
+            }
+        }
+        if let Some(idle) = options.until_idle {
+            let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
+            if !assigned {
+                last_input = Instant::now(); // idle counts from the assignment on
+            } else if last_input.elapsed() >= idle {
+                // Idle here is not done: every partition of the input
+                // topics must be consumed, by this instance or another.
+                let behind = tokio::task::block_in_place(|| partitions_behind(&consumer, &topics, &partitions));
+                if behind.is_empty() {
+                    tracing::info!("no input for {idle:?} and no lag: everything flushed, stopping");
+                    return Ok(());
+                }
+                let since = *behind_since.get_or_insert_with(Instant::now);
+                let patience = idle.max(Duration::from_secs(60)) * 3;
+                if since.elapsed() >= patience {
+                    return Err(RunError::Behind(StillBehind { waited: since.elapsed(), behind }));
+                }
+                tracing::info!(?behind, "idle, but partitions still have lag: waiting");
+            } else {
+                behind_since = None;
+            }
+        }
     }
+}
+
+/// Applies one input record to its partition's state, and reports it.
+#[allow(clippy::too_many_arguments)]
+async fn apply_record(
+    config: &MeterConfig,
+    settings: &EngineSettings,
+    book: &PriceBook,
+    metrics: &AggregatorMetrics,
+    dead_letters: &DeadLetters,
+    producer: &FutureProducer,
+    deliveries: &mut Deliveries,
+    consumer: &StreamConsumer<RebalanceWatch>,
+    partition: &mut Partition,
+    kind: EventKind,
+    message: &BorrowedMessage<'_>,
+) -> Result<(), RunError> {
+    let offset = message.offset();
+    let expected = partition.state.next_offset;
+    if offset < expected {
+        return Ok(()); // already in the checkpointed state
+    }
+    let topic = partition.topic.as_str();
+    let partition_id = partition.id;
+    if offset > expected {
+        // Not the record the state continues from (the consumer's
+        // position was ahead of the checkpoint): go back to it.
+        if partition.sought_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+            tracing::warn!(%topic, partition = partition_id, offset, expected, "record ahead of the checkpoint: seeking back");
+            seek(consumer, topic, partition_id, expected);
+            partition.sought_at = Some(Instant::now());
+        }
+        return Ok(());
+    }
+    partition.sought_at = None;
+    let payload = message.payload().unwrap_or_default();
+    let at = message.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis).unwrap_or_default();
+    let control = meter_kafka::is_control(message);
+    let position = Position { topic, partition: partition_id, offset };
+    let letter = |reason: DeadLetterReason, error: &str| {
+        DeadLetter::from_topic_position("aggregator", topic, partition_id, offset, reason.as_str(), error.to_string(), payload).of_kind(kind)
+    };
+    // A record that makes processing panic is dead-lettered, not
+    // retried forever (the engine computes before it mutates).
+    let attempt = partition.inflight.as_mut().map_or(Attempt::Process, |f| f.begin(offset));
+    let processed = match attempt {
+        Attempt::SetAside { attempts } => {
+            partition.state.skip(offset);
+            Processed::Refused(DeadLetterReason::ProcessingAborted, format!("processing this record ended the aggregator {attempts} times"))
+        }
+        Attempt::Process => {
+            let (state, event) = (&mut partition.state, &mut partition.event);
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(state, event, offset, at, kind, payload, control, settings, book)));
+            result.unwrap_or_else(|_| {
+                partition.state.skip(offset);
+                Processed::Refused(DeadLetterReason::ProcessingPanic, "processing this record panicked".into())
+            })
+        }
+    };
+    if let Some(f) = partition.inflight.as_mut() {
+        f.end(offset);
+    }
+    RecordConsumed { kind }.emit(metrics);
+    match processed {
+        Processed::Outcome(outcome) => {
+            let event = &partition.event;
+            let header = event.header();
+            let (tenant, event_id) = (header.tenant.as_str(), header.event_id.as_str());
+            let change = match outcome {
+                Outcome::Counted => Some(Change::Counted),
+                Outcome::Corrected => Some(Change::Corrected),
+                Outcome::Retracted => Some(Change::Retracted),
+                _ => None,
+            };
+            match outcome {
+                Outcome::Counted | Outcome::Corrected | Outcome::Retracted => {
+                    if let Some(change) = change {
+                        EventApplied { kind, change, tenant, event_id }.emit(metrics);
+                    }
+                    if let meter_model::Event::CheckResult(c) = event {
+                        let tenant_label = tenant_label(&settings.calendar, tenant);
+                        CheckRunCounted { tenant_label, status: c.status.avro_symbol() }.emit(metrics);
+                    }
+                }
+                Outcome::Duplicate => DuplicateDropped { kind, tenant, event_id }.emit(metrics),
+                Outcome::Late(reason) => {
+                    send_late(config, producer, deliveries, topic, partition_id, offset, reason.label(), tenant, payload).await?;
+                    EventLate { kind, reason, tenant, at: position }.emit(metrics);
+                }
+                Outcome::Refused(refusal) => {
+                    let (reason, error) = (DeadLetterReason::from(&refusal), refusal.to_string());
+                    dead_letters.enqueue(&letter(reason, &error), deliveries).await?;
+                    EventDeadLettered { kind, reason, error: &error, at: position }.emit(metrics);
+                }
+                Outcome::Control => {}
+            }
+        }
+        Processed::Control => ControlRecordApplied { kind }.emit(metrics),
+        Processed::Refused(reason, error) => {
+            dead_letters.enqueue(&letter(reason, &error), deliveries).await?;
+            EventDeadLettered { kind, reason, error: &error, at: position }.emit(metrics);
+        }
+    }
+    Ok(())
 }
 
 /// The aggregator's consumer reports partition end offsets every 5 s
@@ -347,7 +412,8 @@ pub fn tenant_label<'a>(calendar: &meter_config::TenantCalendar, tenant: &'a str
 
 /// What processing one record gave.
 enum Processed {
-    Outcome(meter_model::Event, Outcome),
+    /// The event decoded is in the partition's `event`.
+    Outcome(Outcome),
     Control,
     /// (reason, error) for the dead-letter topic.
     Refused(DeadLetterReason, String),
@@ -356,6 +422,7 @@ enum Processed {
 #[allow(clippy::too_many_arguments)]
 fn process(
     state: &mut PartitionState,
+    event: &mut meter_model::Event,
     offset: i64,
     at: chrono::DateTime<Utc>,
     kind: EventKind,
@@ -376,11 +443,8 @@ fn process(
             }
         };
     }
-    match meter_model::fast_decode::decode_event(kind, payload) {
-        Ok(event) => {
-            let outcome = state.apply(offset, at, &event, settings, book);
-            Processed::Outcome(event, outcome)
-        }
+    match meter_model::fast_decode::decode_event_into(kind, payload, event) {
+        Ok(()) => Processed::Outcome(state.apply(offset, at, event, settings, book)),
         Err(e) => {
             state.skip(offset);
             Processed::Refused(DeadLetterReason::AvroDecode, e.to_string())
@@ -394,11 +458,12 @@ fn process(
 fn take_partition(
     store: &CheckpointStore,
     consumer: &StreamConsumer<RebalanceWatch>,
-    partitions: &mut HashMap<(String, i32), Partition>,
+    partitions: &mut Partitions,
+    kind: EventKind,
     topic: &str,
     partition_id: i32,
 ) -> Result<(), RunError> {
-    let state = store.load(topic, partition_id)?;
+    let (state, checkpoint) = store.open(topic, partition_id)?;
     let epoch = store.claim(topic, partition_id)?;
     let inflight = match InFlight::open(store.dir(), topic, partition_id) {
         Ok(f) => Some(f),
@@ -407,12 +472,24 @@ fn take_partition(
             None
         }
     };
-    tracing::info!(%topic, partition = partition_id, resume_offset = state.next_offset, epoch, "partition taken");
+    tracing::info!(%topic, partition = partition_id, resume_offset = state.next_offset, epoch, open_events = state.open_events(), "partition taken");
     let saved_offset = state.next_offset;
     seek(consumer, topic, partition_id, saved_offset);
     partitions.insert(
-        (topic.to_string(), partition_id),
-        Partition { state, saved_offset, committed: None, sought_at: Some(Instant::now()), clock_written: None, epoch, inflight },
+        (kind, partition_id),
+        Partition {
+            topic: topic.to_string(),
+            id: partition_id,
+            state,
+            saved_offset,
+            committed: None,
+            sought_at: Some(Instant::now()),
+            clock_written: None,
+            epoch,
+            inflight,
+            checkpoint,
+            event: meter_model::fast_decode::blank_event(kind),
+        },
     );
     Ok(())
 }
@@ -431,10 +508,11 @@ async fn write_clock_records(
     settings: &EngineSettings,
     every: Duration,
     metrics: &AggregatorMetrics,
-    partitions: &mut HashMap<(String, i32), Partition>,
+    partitions: &mut Partitions,
 ) -> Result<(), RunError> {
     let now = meter_model::codec::to_millis(Utc::now());
-    for ((topic, partition_id), partition) in partitions.iter_mut() {
+    for partition in partitions.values_mut() {
+        let (topic, partition_id) = (&partition.topic, &partition.id);
         // One record in flight at a time per partition.
         if partition.clock_written.is_some_and(|at| at.elapsed() < every.min(Duration::from_secs(10)).max(Duration::from_secs(1))) {
             continue;
@@ -461,7 +539,7 @@ async fn write_clock_records(
 /// Partitions of the input topics with records nobody has applied: for an
 /// owned partition, past this instance's state; for another, past the
 /// group's committed offset.
-fn partitions_behind(consumer: &StreamConsumer<RebalanceWatch>, topics: &[&str], partitions: &HashMap<(String, i32), Partition>) -> Vec<String> {
+fn partitions_behind(consumer: &StreamConsumer<RebalanceWatch>, topics: &[&str], partitions: &Partitions) -> Vec<String> {
     let timeout = Duration::from_secs(5);
     let mut behind = Vec::new();
     let mut others = TopicPartitionList::new();
@@ -472,7 +550,7 @@ fn partitions_behind(consumer: &StreamConsumer<RebalanceWatch>, topics: &[&str],
         };
         for t in metadata.topics() {
             for p in t.partitions() {
-                match partitions.get(&(topic.to_string(), p.id())) {
+                match partitions.values().find(|o| o.topic == *topic && o.id == p.id()) {
                     Some(owned) => match consumer.fetch_watermarks(topic, p.id(), timeout) {
                         Ok((_, high)) => {
                             if owned.state.next_offset < high || owned.saved_offset < owned.state.next_offset {
@@ -506,9 +584,11 @@ fn partitions_behind(consumer: &StreamConsumer<RebalanceWatch>, topics: &[&str],
     behind
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn send_late(
     config: &MeterConfig,
     producer: &FutureProducer,
+    deliveries: &mut Deliveries,
     topic: &str,
     partition: i32,
     offset: i64,
@@ -526,72 +606,71 @@ async fn send_late(
         .insert(Header { key: "meter.source_partition", value: Some(&partition_text) })
         .insert(Header { key: "meter.source_offset", value: Some(&offset_text) });
     let record = FutureRecord::to(&config.topics.late_events).key(tenant).payload(payload).headers(headers);
-    producer
-        .send(record, Duration::from_secs(120))
-        .await
-        .map(|_| ())
-        .map_err(|(source, _)| KafkaError::Publish { topic: config.topics.late_events.clone(), source })
+    deliveries.produce(producer, record).await
 }
 
+/// Emits every partition's changed aggregates, waits until the broker holds
+/// them (and the late events and dead letters produced since the last
+/// flush), then checkpoints each partition and commits its offset.
 async fn flush(
     config: &MeterConfig,
     book: &PriceBook,
-    store: &CheckpointStore,
     consumer: &StreamConsumer<RebalanceWatch>,
     producer: &FutureProducer,
     metrics: &AggregatorMetrics,
-    partitions: &mut HashMap<(String, i32), Partition>,
+    partitions: &mut Partitions,
+    deliveries: &mut Deliveries,
 ) -> Result<(), RunError> {
     let mut commits = TopicPartitionList::new();
     let mut fenced = Vec::new();
-    for ((topic, partition_id), partition) in partitions.iter_mut() {
+    let mut emitted: Vec<((EventKind, i32), Vec<Aggregate>)> = Vec::new();
+    for (key, partition) in partitions.iter_mut() {
+        if let Some(clock) = partition.state.clock {
+            metrics.watermark.with_label_values(&[&partition.topic, &partition.id.to_string()]).set(clock.timestamp());
+        }
         let unchanged = partition.state.next_offset == partition.saved_offset && !partition.state.has_pending();
         if unchanged {
             // A partition taken over at its checkpoint still gets its offset
             // committed, so the group's lag reflects the checkpoint.
             if partition.committed != Some(partition.saved_offset) {
-                commits.add_partition_offset(topic, *partition_id, Offset::Offset(partition.saved_offset))?;
+                commits.add_partition_offset(&partition.topic, partition.id, Offset::Offset(partition.saved_offset))?;
                 partition.committed = Some(partition.saved_offset);
             }
             continue;
         }
         let emissions = partition.state.take_emissions(book);
-        let mut sends = Vec::with_capacity(emissions.len());
         for aggregate in &emissions {
             let payload = EventCodec::encode(aggregate).map_err(KafkaError::from)?;
-            let key = aggregate.aggregate_id.clone();
-            let topic = config.topics.aggregates.clone();
-            let kind = aggregate.kind;
-            let is_final = aggregate.is_final;
-            sends.push(async move {
-                let result = meter_kafka::publish(producer, &topic, &key, &payload).await;
-                if let Err(error) = &result {
-                    ProduceFailed { topic: &topic, error }.emit(metrics);
-                }
-                result.map(|_| (kind, is_final))
-            });
+            let record = FutureRecord::to(&config.topics.aggregates).key(aggregate.aggregate_id.as_str()).payload(payload.as_slice());
+            deliveries.produce(producer, record).await.inspect_err(|error| ProduceFailed { topic: &config.topics.aggregates, error }.emit(metrics))?;
         }
-        for (kind, is_final) in try_join_all(sends).await? {
-            AggregateEmitted { kind, is_final }.emit(metrics);
+        emitted.push((*key, emissions));
+    }
+    // Nothing is checkpointed before the broker has everything it depends on.
+    deliveries.acknowledged().await.inspect_err(|error| ProduceFailed { topic: &config.topics.aggregates, error }.emit(metrics))?;
+    for (key, emissions) in emitted {
+        let Some(partition) = partitions.get_mut(&key) else { continue };
+        for a in &emissions {
+            AggregateEmitted { kind: a.kind, is_final: a.is_final }.emit(metrics);
         }
-        match store.save_owned(topic, *partition_id, &partition.state, partition.epoch) {
-            Ok(()) => {}
+        match partition.checkpoint.save_owned(&mut partition.state, partition.epoch) {
+            Ok(_) => {}
             Err(e @ crate::checkpoint::CheckpointError::Fenced { .. }) => {
                 // Another member owns it now: what was emitted is identical to
                 // what the new owner emits (same revisions), nothing is saved.
                 tracing::warn!(error = %e, "partition dropped");
-                fenced.push((topic.clone(), *partition_id));
+                fenced.push(key);
                 continue;
             }
             Err(e) => return Err(e.into()),
         }
         partition.saved_offset = partition.state.next_offset;
-        commits.add_partition_offset(topic, *partition_id, Offset::Offset(partition.state.next_offset))?;
+        commits.add_partition_offset(&partition.topic, partition.id, Offset::Offset(partition.state.next_offset))?;
         partition.committed = Some(partition.state.next_offset);
         let tenants: std::collections::BTreeSet<&str> = emissions.iter().map(|a| a.tenant.as_str()).collect();
         let finals = emissions.iter().filter(|a| a.is_final).count();
-        tracing::info!(%topic, partition = partition_id, ?tenants, emitted = emissions.len(), finals, next_offset = partition.state.next_offset,
-            open_aggregates = partition.state.aggregates.len(), "flushed");
+        tracing::info!(topic = %partition.topic, partition = partition.id, ?tenants, emitted = emissions.len(), finals, next_offset = partition.state.next_offset,
+            open_aggregates = partition.state.open_aggregates(), open_events = partition.state.open_events(), "flushed");
     }
     for key in fenced {
         partitions.remove(&key);
@@ -602,7 +681,7 @@ async fn flush(
             tracing::warn!(error = %e, "offset commit failed; the checkpoint still holds the position");
         }
     }
-    metrics.open_aggregates.set(partitions.values().map(|p| p.state.aggregates.len() as i64).sum());
+    metrics.open_aggregates.set(partitions.values().map(|p| p.state.open_aggregates() as i64).sum());
     Ok(())
 }
 

@@ -202,7 +202,7 @@ fn an_event_stamped_after_its_months_close_is_late_even_before_a_clock_record() 
     let mut e = task("x", "initech", utc("2026-01-10T09:00:00Z"), 30, TicketType::Incident);
     e.header_mut().ingest_time = utc("2026-03-01T00:00:00Z");
     assert_eq!(p.event(&e), Outcome::Late(LateReason::PeriodClosed));
-    assert!(p.state.aggregates.is_empty());
+    assert!(p.state.open_aggregates() == 0);
 }
 
 #[test]
@@ -536,7 +536,7 @@ fn an_unknown_option_is_refused_without_wedging_the_vm_and_deleted_vms_leave() {
     let Event::VmUsage(mut bad) = vm("a", "v", utc("2026-01-02T00:00:00Z"), VmTransition::Start, 2) else { unreachable!() };
     bad.options = vec!["quantum_accelerator".into()];
     assert!(matches!(p.event(&Event::VmUsage(bad)), Outcome::Refused(Refusal::Unrated(_))));
-    assert!(p.state.vms.is_empty(), "state unchanged");
+    assert!(p.state.tracked_vms() == 0, "state unchanged");
     assert_eq!(p.event(&vm("b", "v", utc("2026-01-03T00:00:00Z"), VmTransition::Start, 2)), Outcome::Counted);
     assert_eq!(p.event(&vm("c", "v", utc("2026-01-04T00:00:00Z"), VmTransition::Delete, 2)), Outcome::Counted);
     // Samples for a lifecycle VM are refused, not billed twice.
@@ -544,7 +544,7 @@ fn an_unknown_option_is_refused_without_wedging_the_vm_and_deleted_vms_leave() {
     p.clock(utc("2026-02-06T00:00:00Z"));
     p.flush();
     assert_eq!(p.totals("initech", Period::Month, "vm.vcpu")["2026-01-01"].0, dec!(48));
-    assert!(p.state.vms.is_empty(), "a deleted VM leaves once its month closes");
+    assert!(p.state.tracked_vms() == 0, "a deleted VM leaves once its month closes");
 }
 
 #[test]
@@ -591,7 +591,7 @@ fn a_tenant_cannot_open_unbounded_aggregates() {
         }
     }
     assert_eq!(refused, 20); // 4 aggregates per requester: 10 requesters fit
-    assert!(p.state.aggregates.len() <= 40);
+    assert!(p.state.open_aggregates() <= 40);
     // Another tenant is not affected.
     assert_eq!(p.event(&task("g", "globex", utc("2026-01-02T09:00:00Z"), 10, TicketType::Incident)), Outcome::Counted);
 }
@@ -604,4 +604,49 @@ fn a_paris_tenant_month_starts_at_paris_midnight() {
     p.flush();
     assert!(p.totals("acme", Period::Month, "ticket.time").contains_key("2026-01-01"));
     let _ = TenantCalendar::uniform(chrono_tz::UTC, 5);
+}
+
+// ------------------------------------------------------------ identity ---
+
+/// Every emitted `aggregate_id` is the documented formula of the aggregate's
+/// own fields (consumers and the sink key on it), for every kind.
+#[test]
+fn emitted_aggregate_ids_follow_the_published_formula() {
+    let mut p = Partition::new(5);
+    let at = utc("2026-01-12T09:00:00Z");
+    let mut t = task("id-1", "acme", at, 30, TicketType::Incident);
+    if let Event::TicketTime(t) = &mut t {
+        t.category_path = vec!["RUN".into(), "MCO > x".into(), "servers".into()];
+        t.application = Some("Sage".into());
+    }
+    p.event(&t);
+    p.event(&Event::CheckResult(CheckResult {
+        header: header("chk-1", "acme", at),
+        check_id: "backup".into(),
+        check_name: "Backup job".into(),
+        target: "srv1".into(),
+        frequency: CheckFrequency::Daily,
+        scheduled_time: None,
+        executed_time: Some(at),
+        status: CheckStatus::Ko,
+        ticket_ref: Some("T-1".into()),
+        time_spent_minutes: 5,
+        output: None,
+    }));
+    let mut sample = vm("vm-s", "vm-1", at, VmTransition::Sample, 4);
+    if let Event::VmUsage(v) = &mut sample {
+        v.options = vec!["backup".into()];
+        v.ram_mib = 8192;
+    }
+    p.event(&sample);
+    p.event(&vm("vm-c", "vm-2", at, VmTransition::Create, 2));
+    p.clock(utc("2026-01-13T00:30:00Z"));
+    p.flush();
+    let kinds: std::collections::BTreeSet<String> = p.emitted.iter().map(|a| format!("{:?}", a.kind)).collect();
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    for a in &p.emitted {
+        let expected = aggregate_id(a.kind, &a.tenant, &a.subsidiary, &a.domain, a.period, a.window_start, &a.metric, &a.dimensions);
+        assert_eq!(a.aggregate_id, expected, "{} {:?} {}", a.metric, a.period, a.window_label);
+    }
+    assert!(p.emitted.iter().any(|a| a.dimensions.get("category").map(String::as_str) == Some("RUN > MCO > x > servers")));
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use meter_config::{KafkaConfig, MeterConfig, TopicsConfig};
 use meter_model::{DeadLetter, EventCodec, EventKind};
 use rdkafka::consumer::StreamConsumer;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +85,65 @@ pub async fn publish(producer: &FutureProducer, topic: &str, key: &str, payload:
         .map_err(|(source, _)| KafkaError::Publish { topic: topic.to_string(), source })
 }
 
+/// Records produced and not acknowledged yet. A caller that must not go on
+/// before the broker holds them (a checkpoint) awaits them all at once,
+/// instead of one round trip per record.
+#[derive(Default)]
+pub struct Deliveries {
+    pending: Vec<(String, DeliveryFuture)>,
+}
+
+impl Deliveries {
+    /// Produces `record`; when the producer's queue is full, waits for the
+    /// oldest half of what is in flight first.
+    pub async fn produce(&mut self, producer: &FutureProducer, record: FutureRecord<'_, str, [u8]>) -> Result<(), KafkaError> {
+        let mut record = record;
+        let topic = record.topic.to_string();
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    self.pending.push((topic, delivery));
+                    return Ok(());
+                }
+                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) if !self.pending.is_empty() => {
+                    record = back;
+                    let half = self.pending.len().div_ceil(2);
+                    let oldest: Vec<_> = self.pending.drain(..half).collect();
+                    Self::wait(oldest).await?;
+                }
+                Err((source, back)) => return Err(KafkaError::Publish { topic: back.topic.to_string(), source }),
+            }
+        }
+    }
+
+    /// Waits for every record in flight; the first failure is returned.
+    pub async fn acknowledged(&mut self) -> Result<usize, KafkaError> {
+        let pending = std::mem::take(&mut self.pending);
+        let count = pending.len();
+        Self::wait(pending).await?;
+        Ok(count)
+    }
+
+    async fn wait(pending: Vec<(String, DeliveryFuture)>) -> Result<(), KafkaError> {
+        for (topic, delivery) in pending {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((source, _))) => return Err(KafkaError::Publish { topic, source }),
+                Err(_canceled) => return Err(KafkaError::Publish { topic, source: rdkafka::error::KafkaError::Canceled }),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
 /// The topic carrying events of one kind.
 pub fn event_topic(topics: &TopicsConfig, kind: EventKind) -> &str {
     topics.event(kind)
@@ -117,17 +176,31 @@ impl DeadLetters {
         DeadLetters { producer, topic }
     }
 
+    /// Produces a dead letter into `deliveries` (acknowledged with them).
+    pub async fn enqueue(&self, letter: &DeadLetter, deliveries: &mut Deliveries) -> Result<(), KafkaError> {
+        let bounded = bounded_letter(letter);
+        let letter = &bounded;
+        let payload = EventCodec::encode(letter)?;
+        deliveries.produce(&self.producer, FutureRecord::to(&self.topic).key(letter.component.as_str()).payload(payload.as_slice())).await?;
+        log_dead_letter(letter);
+        Ok(())
+    }
+
     pub async fn send(&self, letter: &DeadLetter) -> Result<(), KafkaError> {
         let bounded = bounded_letter(letter);
         let letter = &bounded;
         let payload = EventCodec::encode(letter)?;
         publish(&self.producer, &self.topic, &letter.component, &payload).await?;
-        tracing::warn!(component = %letter.component, error_kind = %letter.error_kind, error = %letter.error,
-            source_file = ?letter.source_file, source_line = ?letter.source_line,
-            source_topic = ?letter.source_topic, source_partition = ?letter.source_partition,
-            source_offset = ?letter.source_offset, "dead-lettered");
+        log_dead_letter(letter);
         Ok(())
     }
+}
+
+fn log_dead_letter(letter: &DeadLetter) {
+    tracing::warn!(component = %letter.component, error_kind = %letter.error_kind, error = %letter.error,
+        source_file = ?letter.source_file, source_line = ?letter.source_line,
+        source_topic = ?letter.source_topic, source_partition = ?letter.source_partition,
+        source_offset = ?letter.source_offset, "dead-lettered");
 }
 
 /// The original bytes a dead letter carries at most: a near-1 MB message

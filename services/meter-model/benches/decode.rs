@@ -9,11 +9,17 @@
 //!   serde_avro_fast serde_avro_fast::from_single_object_slice into the same
 //!                   struct (checks the header fingerprint against the schema's)
 //!   serde_avro_fast, borrowed: the same into a struct of `&str` (no copies)
-//!   fast_decode     meter_model::fast_decode::decode_event, the aggregator's
-//!                   decoder (serde_avro_fast into the domain struct, with the
-//!                   codec's fingerprint rules)
+//!   decode_event    meter_model::fast_decode::decode_event: the aggregator's
+//!                   decoder (the datum read by its writer schema's plan, with
+//!                   the codec's fingerprint rules) into a new event
+//!   decode_event_into the same into one event reused for every message (what
+//!                   the aggregator's loop should call: no allocation once the
+//!                   event's strings have grown)
+//!   validate_with   Event::validate_with on the decoded (valid) events
 //!
-//! Run: `cargo bench -p meter-model --bench decode [-- N]` (N messages, default 200000).
+//! Run: `cargo bench -p meter-model --bench decode [-- N] [STAGE]` (N messages,
+//! default 200000; STAGE: run only the stages whose name contains it, e.g.
+//! under `valgrind --tool=callgrind` for repeatable instruction counts).
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -70,8 +76,17 @@ struct TicketTimeBorrowed<'a> {
     start_time: i64,
 }
 
+/// A function of its own, so that callgrind can count its instructions
+/// (`--toggle-collect='*validate_all'`).
+#[inline(never)]
+fn validate_all(events: &[Event], limits: &Limits) -> usize {
+    events.iter().map(|e| black_box(black_box(e).validate_with(limits).is_ok()) as usize).sum()
+}
+
 fn main() {
     let n: usize = std::env::args().skip(1).find_map(|s| s.parse().ok()).unwrap_or(200_000);
+    // `cargo bench` passes `--bench`; any other word picks stages.
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--") && a.parse::<usize>().is_err());
     let subsidiaries = ["acme-fr", "acme-de", "acme-it"];
     let profiles = ["ADMINISTRATOR", "ENGINEER", "CONSULTANT"];
     let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
@@ -80,7 +95,8 @@ fn main() {
             let at = start + chrono::Duration::seconds(i as i64 * 13);
             let json = serde_json::json!({
                 "event_id": format!("task-{i}"), "source": "glpi", "tenant": "acme", "subsidiary": subsidiaries[i % 3],
-                "domain": "infrastructure", "event_time": at.to_rfc3339(), "ticket_id": format!("T{}", i / 4),
+                "domain": "infrastructure", "event_time": at.to_rfc3339(),
+                "ingest_time": (at + chrono::Duration::seconds(30)).to_rfc3339(), "ticket_id": format!("T{}", i / 4),
                 "task_id": i.to_string(), "ticket_type": if i % 3 == 0 { "REQUEST" } else { "INCIDENT" },
                 "category_path": ["RUN", "MCO", "servers"], "in_scope": true, "requester": format!("user{}", i % 50),
                 "technician": format!("tech{}", i % 8), "technician_profile": profiles[i % 3],
@@ -110,8 +126,17 @@ fn main() {
         assert_eq!(avro.start_time, production.start_time.timestamp_millis());
         assert_eq!(avro.application, production.application);
     }
+    // The reused event reads what the codec reads, message after message.
+    let mut reused = meter_model::fast_decode::decode_event(EventKind::TicketTime, &messages[0]).unwrap();
+    for m in messages.iter().step_by(31) {
+        meter_model::fast_decode::decode_event_into(EventKind::TicketTime, m, &mut reused).unwrap();
+        assert_eq!(reused, EventCodec::decode_event(EventKind::TicketTime, m).unwrap());
+    }
 
     let stage = |name: &str, f: &mut dyn FnMut() -> usize| {
+        if only.as_deref().is_some_and(|only| !name.contains(only)) {
+            return;
+        }
         // Best of three rounds.
         let mut best = f64::MAX;
         let mut count = 0;
@@ -120,13 +145,44 @@ fn main() {
             count = f();
             best = best.min(t.elapsed().as_secs_f64());
         }
-        println!("{name:<34} {:>12.0} events/s  ({count} events in {best:.3} s, best of 3, one core)", count as f64 / best);
+        println!(
+            "{name:<38} {:>10.0} events/s {:>6.0} ns/event  ({count} events in {best:.3} s, best of 3, one core)",
+            count as f64 / best,
+            best * 1e9 / count.max(1) as f64
+        );
     };
 
     stage("fast_decode::decode_event", &mut || {
         messages
             .iter()
             .map(|m| black_box(meter_model::fast_decode::decode_event(EventKind::TicketTime, m).is_ok()) as usize)
+            .sum()
+    });
+    stage("fast_decode::decode_event_into", &mut || {
+        let mut event = meter_model::fast_decode::decode_event(EventKind::TicketTime, &messages[0]).unwrap();
+        messages
+            .iter()
+            .map(|m| black_box(meter_model::fast_decode::decode_event_into(EventKind::TicketTime, m, &mut event).is_ok()) as usize)
+            .sum()
+    });
+    // Decoded only for the stages that read them (a profile of one decoder stays clean).
+    let events: Vec<Event> = if only.as_deref().is_none_or(|only| "Event::validate_with (valid tickets)".contains(only)) {
+        messages.iter().map(|m| meter_model::fast_decode::decode_event(EventKind::TicketTime, m).unwrap()).collect()
+    } else {
+        Vec::new()
+    };
+    let limits = Limits::default();
+    stage("Event::validate_with (valid tickets)", &mut || {
+        validate_all(&events, &limits)
+    });
+    stage("decode_event_into + validate_with", &mut || {
+        let mut event = meter_model::fast_decode::decode_event(EventKind::TicketTime, &messages[0]).unwrap();
+        messages
+            .iter()
+            .map(|m| {
+                let decoded = meter_model::fast_decode::decode_event_into(EventKind::TicketTime, m, &mut event).is_ok();
+                black_box(decoded && event.validate_with(&limits).is_ok()) as usize
+            })
             .sum()
     });
     stage("EventCodec::decode (apache-avro)", &mut || {

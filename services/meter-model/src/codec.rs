@@ -227,6 +227,8 @@ macro_rules! symbols {
     ($ty:ty, $field:literal, [$($variant:path => $sym:literal),+ $(,)?]) => {
         impl $ty {
             pub const SYMBOLS: &'static [&'static str] = &[$($sym),+];
+            /// The variants in the order of [`Self::SYMBOLS`].
+            pub const VARIANTS: &'static [Self] = &[$($variant),+];
             pub fn avro_symbol(self) -> &'static str {
                 match self { $($variant => $sym),+ }
             }
@@ -557,7 +559,7 @@ impl AvroRecord for PeriodControl {
 
 /// Every fingerprint readers accept, with its record and the writer
 /// schema's text (for the fast event decoder, [`crate::fast_decode`]).
-pub(crate) fn accepted_fingerprints() -> impl Iterator<Item = ([u8; 8], &'static str, &'static str)> {
+pub fn accepted_fingerprints() -> impl Iterator<Item = ([u8; 8], &'static str, &'static str)> {
     registry().by_fingerprint.iter().map(|(fingerprint, known)| (*fingerprint, known.record, known.text))
 }
 

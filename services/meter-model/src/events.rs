@@ -248,7 +248,11 @@ impl Event {
     /// collector (`ingest_time` set) is checked against its own stamp, so the
     /// result never depends on when it is checked; an unstamped one (a file
     /// line before publishing) against the current time.
+    ///
+    /// A valid event costs no allocation (the aggregator validates every
+    /// record): the problems' list and texts are made only when a rule fails.
     pub fn validate_with(&self, limits: &Limits) -> Result<(), ValidationError> {
+        // `Vec::new` does not allocate: only a first problem does.
         let mut problems = Vec::new();
         let h = self.header();
         for (name, value) in [
@@ -258,16 +262,17 @@ impl Event {
             ("subsidiary", &h.subsidiary),
             ("domain", &h.domain),
         ] {
-            if value.trim().is_empty() {
+            if is_blank(value) {
                 problems.push(format!("{name} must not be empty"));
             }
         }
-        for (name, value) in self.text_fields() {
+        self.for_each_text_field(|name, value| {
             if value.len() > limits::MAX_TEXT_BYTES {
                 problems.push(format!("{name} is {} bytes, more than the {} allowed", value.len(), limits::MAX_TEXT_BYTES));
             }
-        }
-        let in_range = |t: DateTime<Utc>| (limits::earliest()..limits::latest()).contains(&t);
+        });
+        const ALLOWED: std::ops::Range<DateTime<Utc>> = limits::earliest()..limits::latest();
+        let in_range = |t: DateTime<Utc>| ALLOWED.contains(&t);
         if !in_range(h.event_time) {
             problems.push(format!("event_time {} is outside [{}, {})", h.event_time, limits::earliest(), limits::latest()));
         }
@@ -276,7 +281,9 @@ impl Event {
             problems.push(format!("ingest_time {} is outside [{}, {})", h.ingest_time, limits::earliest(), limits::latest()));
         }
         let reference = if stamped { h.ingest_time } else { Utc::now() };
-        if h.event_time > reference + limits.max_clock_skew {
+        // A difference, not `reference + skew`: that sum panics for a stamp
+        // near the last instant chrono represents (a hostile message can carry one).
+        if h.event_time.signed_duration_since(reference) > limits.max_clock_skew {
             problems.push(format!(
                 "event_time {} is more than {} s ahead of {} {} (a wrong clock, or a unit mistake)",
                 h.event_time,
@@ -290,7 +297,7 @@ impl Event {
         }
         match self {
             Event::VmUsage(v) => {
-                if v.vm_id.trim().is_empty() {
+                if is_blank(&v.vm_id) {
                     problems.push("vm_id must not be empty".into());
                 }
                 if v.vcpu < 0 || v.ram_mib < 0 || v.storage_gb < 0 || v.bandwidth_mbps < 0 || v.public_ips < 0 {
@@ -323,7 +330,7 @@ impl Event {
                 }
             }
             Event::CheckResult(c) => {
-                if c.check_id.trim().is_empty() || c.check_name.trim().is_empty() {
+                if is_blank(&c.check_id) || is_blank(&c.check_name) {
                     problems.push("check_id and check_name must not be empty".into());
                 }
                 if c.time_spent_minutes < 0 {
@@ -337,10 +344,10 @@ impl Event {
                 }
             }
             Event::TicketTime(t) => {
-                if t.ticket_id.trim().is_empty() || t.task_id.trim().is_empty() {
+                if is_blank(&t.ticket_id) || is_blank(&t.task_id) {
                     problems.push("ticket_id and task_id must not be empty".into());
                 }
-                if t.category_path.is_empty() || t.category_path.iter().any(|c| c.trim().is_empty()) {
+                if t.category_path.is_empty() || t.category_path.iter().any(|c| is_blank(c)) {
                     problems.push("category_path needs at least one non-empty level".into());
                 }
                 if t.category_path.len() > limits::MAX_LIST_ITEMS {
@@ -364,49 +371,68 @@ impl Event {
 }
 
 impl Event {
-    /// Every free-text field, for the size limit.
-    fn text_fields(&self) -> Vec<(&'static str, &str)> {
+    /// Calls `visit` with every free-text field (name, value), for the size
+    /// limit; lists give one call per item. A callback, not a list, so that
+    /// validating a valid event allocates nothing.
+    fn for_each_text_field(&self, mut visit: impl FnMut(&'static str, &str)) {
         let h = self.header();
-        let mut out = vec![
-            ("event_id", h.event_id.as_str()),
-            ("source", h.source.as_str()),
-            ("tenant", h.tenant.as_str()),
-            ("subsidiary", h.subsidiary.as_str()),
-            ("domain", h.domain.as_str()),
-        ];
+        for (name, value) in [
+            ("event_id", &h.event_id),
+            ("source", &h.source),
+            ("tenant", &h.tenant),
+            ("subsidiary", &h.subsidiary),
+            ("domain", &h.domain),
+        ] {
+            visit(name, value);
+        }
         match self {
             Event::VmUsage(v) => {
-                out.extend([("vm_id", v.vm_id.as_str()), ("datacenter", v.datacenter.as_str())]);
-                out.extend(v.options.iter().map(|o| ("options[]", o.as_str())));
+                visit("vm_id", &v.vm_id);
+                visit("datacenter", &v.datacenter);
+                v.options.iter().for_each(|o| visit("options[]", o));
             }
             Event::CheckResult(c) => {
-                out.extend([("check_id", c.check_id.as_str()), ("check_name", c.check_name.as_str()), ("target", c.target.as_str())]);
-                out.extend(c.ticket_ref.as_deref().map(|s| ("ticket_ref", s)));
+                visit("check_id", &c.check_id);
+                visit("check_name", &c.check_name);
+                visit("target", &c.target);
+                if let Some(t) = c.ticket_ref.as_deref() {
+                    visit("ticket_ref", t);
+                }
                 // Plugin output is drill-down text, longer but still bounded.
                 if let Some(o) = c.output.as_deref().filter(|o| o.len() > limits::MAX_OUTPUT_BYTES) {
-                    out.push(("output", o));
+                    visit("output", o);
                 }
             }
             Event::TicketTime(t) => {
-                out.extend([
-                    ("ticket_id", t.ticket_id.as_str()),
-                    ("task_id", t.task_id.as_str()),
-                    ("requester", t.requester.as_str()),
-                    ("technician", t.technician.as_str()),
-                ]);
-                out.extend(t.category_path.iter().map(|c| ("category_path[]", c.as_str())));
-                out.extend(t.application.as_deref().map(|s| ("application", s)));
-                out.extend(t.country.as_deref().map(|s| ("country", s)));
+                visit("ticket_id", &t.ticket_id);
+                visit("task_id", &t.task_id);
+                visit("requester", &t.requester);
+                visit("technician", &t.technician);
+                t.category_path.iter().for_each(|c| visit("category_path[]", c));
+                if let Some(a) = t.application.as_deref() {
+                    visit("application", a);
+                }
+                if let Some(c) = t.country.as_deref() {
+                    visit("country", c);
+                }
             }
         }
-        out
+    }
+}
+
+/// Whether a text is empty or only whitespace (`trim().is_empty()`), without
+/// trimming when it starts with a visible ASCII character: ids and names.
+fn is_blank(text: &str) -> bool {
+    match text.as_bytes().first() {
+        Some(&first) if first.is_ascii() && !char::from(first).is_whitespace() => false,
+        _ => text.trim().is_empty(),
     }
 }
 
 /// The documented bounds of every event field. Anything outside is refused
 /// with its reason at every intake and by the aggregator.
 pub mod limits {
-    use chrono::{DateTime, TimeZone, Utc};
+    use chrono::{DateTime, Utc};
 
     /// Ids, names, dimensions: bytes at most.
     pub const MAX_TEXT_BYTES: usize = 256;
@@ -428,12 +454,19 @@ pub mod limits {
     pub const DEFAULT_MAX_CLOCK_SKEW_SECONDS: i64 = 3600;
 
     /// Event and ingest times are in [2000-01-01, 2100-01-01) UTC.
-    pub fn earliest() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    /// (Constants, not calendar arithmetic: validation compares every event.)
+    pub const fn earliest() -> DateTime<Utc> {
+        match DateTime::from_timestamp(946_684_800, 0) {
+            Some(t) => t,
+            None => DateTime::<Utc>::MIN_UTC,
+        }
     }
 
-    pub fn latest() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2100, 1, 1, 0, 0, 0).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
+    pub const fn latest() -> DateTime<Utc> {
+        match DateTime::from_timestamp(4_102_444_800, 0) {
+            Some(t) => t,
+            None => DateTime::<Utc>::MAX_UTC,
+        }
     }
 }
 
@@ -551,30 +584,36 @@ pub fn aggregate_id(
 }
 
 /// Length-prefixed parts so that ("ab","c") and ("a","bc") differ.
-fn length_prefixed(out: &mut impl Extend<u8>, s: &[u8]) {
+fn length_prefixed(out: &mut Vec<u8>, s: &[u8]) {
     out.extend((s.len() as u64).to_le_bytes());
-    out.extend(s.iter().copied());
+    out.extend_from_slice(s);
 }
 
 /// An aggregate's dimensions in key order, encoded once as `aggregate_id`
 /// hashes them (length-prefixed key, value, key, value...): one buffer an
 /// event hashes for each of its windows, and reads back into a map only when
 /// it opens an aggregate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct EncodedDimensions(Vec<u8>);
 
 impl EncodedDimensions {
     /// `pairs` in strictly increasing key order (as a `BTreeMap` iterates).
     pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        let mut bytes = Vec::with_capacity(256);
+        let mut encoded = EncodedDimensions(Vec::with_capacity(256));
         let mut previous: Option<&str> = None;
         for (k, v) in pairs {
             debug_assert!(previous.is_none_or(|p| p < k), "dimension keys out of order: {previous:?} then {k}");
             previous = Some(k);
-            length_prefixed(&mut bytes, k.as_bytes());
-            length_prefixed(&mut bytes, v.as_bytes());
+            encoded.push(k, v);
         }
-        EncodedDimensions(bytes)
+        encoded
+    }
+
+    /// Appends one pair; the caller pushes keys in strictly increasing order.
+    fn push(&mut self, key: &str, value: &str) {
+        length_prefixed(&mut self.0, key.as_bytes());
+        length_prefixed(&mut self.0, value.as_bytes());
     }
 
     /// The (key, value) pairs, in key order.
@@ -594,6 +633,71 @@ impl EncodedDimensions {
         }
         map
     }
+}
+
+/// A dimension value as an event holds it: a text, or parts joined by a
+/// separator (a category path), compared and encoded without building it.
+#[derive(Debug, Clone, Copy)]
+pub enum DimensionValue<'a> {
+    Text(&'a str),
+    Joined(&'a [String], &'static str),
+}
+
+impl DimensionValue<'_> {
+    /// Length of the value's text, in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            DimensionValue::Text(t) => t.len(),
+            DimensionValue::Joined(parts, sep) => parts.iter().map(String::len).sum::<usize>() + sep.len() * parts.len().saturating_sub(1),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the value's text.
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        match self {
+            DimensionValue::Text(t) => out.extend_from_slice(t.as_bytes()),
+            DimensionValue::Joined(parts, sep) => {
+                for (i, part) in parts.iter().enumerate() {
+                    if i > 0 {
+                        out.extend_from_slice(sep.as_bytes());
+                    }
+                    out.extend_from_slice(part.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+impl EncodedDimensions {
+    /// The encoding of `pairs` (in strictly increasing key order).
+    pub fn from_pairs(pairs: &[(&str, DimensionValue<'_>)]) -> Self {
+        let mut out = Vec::with_capacity(pairs.iter().map(|(k, v)| 16 + k.len() + v.len()).sum());
+        for (key, value) in pairs {
+            length_prefixed(&mut out, key.as_bytes());
+            out.extend((value.len() as u64).to_le_bytes());
+            value.write_to(&mut out);
+        }
+        EncodedDimensions(out)
+    }
+
+    /// The (key, value) pairs, in key order, as bytes.
+    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut rest = self.0.as_slice();
+        std::iter::from_fn(move || Some((take_prefixed(&mut rest)?, take_prefixed(&mut rest)?)))
+    }
+}
+
+/// The next length-prefixed part of `rest`.
+fn take_prefixed<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, tail) = rest.split_first_chunk::<8>()?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+    let (part, tail) = tail.split_at_checked(len)?;
+    *rest = tail;
+    Some(part)
 }
 
 /// The part of `aggregate_id` shared by every window of one event (kind,
@@ -763,6 +867,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn blank_is_what_trim_leaves_empty(text in "[ \t\n\x0b\x0c\r\u{85}\u{a0}\u{3000}a-zé_.-]{0,6}") {
+            prop_assert_eq!(is_blank(&text), text.trim().is_empty(), "{:?}", text);
+        }
+
         #[test]
         fn stepwise_ids_are_the_same_ids(tenant in ".{0,80}", subsidiary in ".{0,12}", domain in ".{0,12}", metric in "[a-z.]{1,20}",
                                          ms in -62_000_000_000_000i64..250_000_000_000_000i64,

@@ -2,9 +2,12 @@
 //! what differs between them: `kinds`), the aggregate
 //! and the dead letter, their Avro schemas (`schemas/*.avsc` is the source of
 //! truth, embedded at build time) and the Avro single-object codec used on
-//! every topic.
+//! every topic, with fast decoders for the hot paths (`fast_decode` for the
+//! events, `aggregate_decode` for the aggregates).
 
+pub mod aggregate_decode;
 mod avro_value;
+mod datum_reader;
 pub mod codec;
 mod error;
 pub mod events;

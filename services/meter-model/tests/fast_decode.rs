@@ -1,6 +1,10 @@
 //! The fast event decoder (`meter_model::fast_decode`) reads exactly what the
 //! codec reads: every event, every schema version in `schemas/history/`, both
 //! fingerprints of each, and refuses (never panics on) what the codec refuses.
+//! `decode_event_into`, into a target reused from message to message (of the
+//! same kind or not, after errors too), gives the answers of the decoder it
+//! replaced (`reference/serde_decoder.rs`: `serde_avro_fast` into wire
+//! structs), message by message.
 
 use apache_avro::types::Value;
 use apache_avro::Schema;
@@ -10,6 +14,9 @@ use meter_model::fast_decode;
 use meter_model::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+
+#[path = "reference/serde_decoder.rs"]
+mod serde_decoder;
 
 fn instant() -> impl Strategy<Value = DateTime<Utc>> {
     (1_546_300_800_000i64..1_924_992_000_000i64).prop_map(|ms| Utc.timestamp_millis_opt(ms).unwrap())
@@ -147,7 +154,86 @@ fn same_answer(kind: EventKind, bytes: &[u8]) -> Result<Option<Event>, String> {
     }
 }
 
+/// Two errors for the same message are the same error: the same words, but
+/// for Avro's own (each reader words its own).
+fn same_error(a: &CodecError, b: &CodecError) -> bool {
+    match (a, b) {
+        (CodecError::Avro(_), CodecError::Avro(_)) => true,
+        _ => a.to_string() == b.to_string(),
+    }
+}
+
+/// `decode_event_into` into `target` gives the previous decoder's answer, and
+/// accepts only what the codec reads the same.
+fn into_agrees(kind: EventKind, bytes: &[u8], target: &mut Event) -> Result<(), String> {
+    let before = format!("{target:?}");
+    let reference = serde_decoder::decode_event(kind, bytes);
+    let into = fast_decode::decode_event_into(kind, bytes, target);
+    match (&reference, &into) {
+        (Ok(expected), Ok(())) if target == expected => {}
+        (Err(a), Err(b)) if same_error(a, b) => return Ok(()),
+        _ => return Err(format!("reference: {reference:?}\ninto: {into:?}\ntarget before: {before}\ntarget after: {target:?}")),
+    }
+    match EventCodec::decode_event(kind, bytes) {
+        Ok(codec) if codec == *target => Ok(()),
+        codec => Err(format!("codec: {codec:?}\ninto: {target:?}")),
+    }
+}
+
+/// The texts of the event schemas of a kind, every version.
+fn versions(kind: EventKind) -> Vec<&'static str> {
+    schema_texts().filter(|(record, _, _)| *record == kind.spec().record).map(|(_, text, _)| text).collect()
+}
+
+/// The header a producer of the schema `text` wrote: the specification's
+/// fingerprint, or (before the migration) apache-avro's.
+fn header_of(text: &str, legacy: bool) -> Vec<u8> {
+    if legacy {
+        use apache_avro::headers::HeaderBuilder;
+        apache_avro::headers::RabinFingerprintHeader::from_schema(&Schema::parse_str(text).unwrap()).build_header()
+    } else {
+        meter_model::fingerprint::single_object_header(text).unwrap().to_vec()
+    }
+}
+
+/// A message as a stream may carry it: any event, written by any schema
+/// version with either fingerprint, maybe cut or with bytes changed, read as
+/// its kind or (sometimes) as another.
+fn stream_message() -> impl Strategy<Value = (EventKind, Vec<u8>)> {
+    (
+        any_event(),
+        any::<prop::sample::Index>(),
+        any::<bool>(),
+        prop::option::weighted(0.25, any::<prop::sample::Index>()),
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        prop::option::weighted(0.1, prop::sample::select(EventKind::ALL.to_vec())),
+    )
+        .prop_map(|(event, version, legacy, cut, flips, read_as)| {
+            let texts = versions(event.kind());
+            let text = texts[version.index(texts.len())];
+            let mut bytes = written_with(text, &event, header_of(text, legacy));
+            for (at, byte) in flips {
+                let at = at.index(bytes.len());
+                bytes[at] = byte;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.index(bytes.len() + 1));
+            }
+            (read_as.unwrap_or(event.kind()), bytes)
+        })
+}
+
 proptest! {
+    #[test]
+    fn a_reused_target_gets_the_previous_decoders_answers(start in any_event(), stream in prop::collection::vec(stream_message(), 1..12)) {
+        let mut target = start;
+        for (kind, bytes) in &stream {
+            if let Err(difference) = into_agrees(*kind, bytes, &mut target) {
+                prop_assert!(false, "{}", difference);
+            }
+        }
+    }
+
     #[test]
     fn the_fast_decoder_reads_what_the_codec_writes(event in any_event()) {
         let bytes = EventCodec::encode_event(&event).unwrap();
@@ -193,6 +279,8 @@ fn written_with(text: &str, event: &Event, header: Vec<u8>) -> Vec<u8> {
 fn every_schema_version_and_both_fingerprints_decode_the_same() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let mut versions = 0;
+    // One target for every message: kinds and versions change under it.
+    let mut reused = ticket_time().new_tree(&mut runner).unwrap().current();
     for (record, text, current) in schema_texts() {
         let strategy = match record {
             "io.meter.events.VmUsage" => vm_usage().boxed(),
@@ -214,6 +302,9 @@ fn every_schema_version_and_both_fingerprints_decode_the_same() {
                 let decoded = fast_decode::decode_event(event.kind(), &bytes)
                     .unwrap_or_else(|e| panic!("{record} (current: {current}) does not decode: {e}"));
                 assert_eq!(Some(decoded.clone()), EventCodec::decode_event(event.kind(), &bytes).ok(), "{record}, current: {current}");
+                fast_decode::decode_event_into(event.kind(), &bytes, &mut reused).unwrap();
+                assert_eq!(reused, decoded, "{record} into a reused target, current: {current}");
+                into_agrees(event.kind(), &bytes, &mut reused).unwrap();
                 if current {
                     assert_eq!(decoded, event);
                 } else {
@@ -266,9 +357,15 @@ fn hostile_messages_are_errors() {
         ("empty", Vec::new()),
         ("truncated", good[..good.len() / 2].to_vec()),
     ];
+    let mut reused = EventCodec::decode_event(EventKind::TicketTime, &good).unwrap();
     for (name, bytes) in &cases {
         assert!(fast_decode::decode_event(EventKind::TicketTime, bytes).is_err(), "{name}");
         assert!(EventCodec::decode_event(EventKind::TicketTime, bytes).is_err(), "{name} (codec)");
+        for kind in EventKind::ALL {
+            into_agrees(kind, bytes, &mut reused).unwrap_or_else(|d| panic!("{name}: {d}"));
+        }
+        // The target is usable again after the error.
+        into_agrees(EventKind::TicketTime, &good, &mut reused).unwrap();
     }
     // A ticket's bytes read as another kind: a wrong record, not a panic.
     let wrong_kind = fast_decode::decode_event(EventKind::VmUsage, &good).unwrap_err();
@@ -277,4 +374,43 @@ fn hostile_messages_are_errors() {
     for cut in 0..good.len() {
         assert!(fast_decode::decode_event(EventKind::TicketTime, &good[..cut]).is_err(), "cut at {cut}");
     }
+}
+
+/// Every byte of messages of every kind and schema version set to values at
+/// the edges of Avro's encodings (booleans, varint continuation, zigzag signs,
+/// union and enum indexes): the previous decoder's answer each time, into one
+/// reused target.
+#[test]
+fn every_single_byte_change_gets_the_previous_decoders_answer() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut target = ticket_time().new_tree(&mut runner).unwrap().current();
+    let mut checked = 0;
+    for kind in EventKind::ALL {
+        let strategy = match kind {
+            EventKind::VmUsage => vm_usage().boxed(),
+            EventKind::CheckResult => check_result().boxed(),
+            EventKind::TicketTime => ticket_time().boxed(),
+        };
+        for text in versions(kind) {
+            for legacy in [false, true] {
+                for _ in 0..2 {
+                    let event = strategy.new_tree(&mut runner).unwrap().current();
+                    let good = written_with(text, &event, header_of(text, legacy));
+                    for at in 0..good.len() {
+                        let original = good[at];
+                        let values = [0, 1, 2, 3, 0x7f, 0x80, 0x81, 0xfe, 0xff, original ^ 1, original.wrapping_add(2), original.wrapping_sub(2)];
+                        for value in values {
+                            let mut bytes = good.clone();
+                            bytes[at] = value;
+                            into_agrees(kind, &bytes, &mut target).unwrap_or_else(|d| panic!("byte {at} = {value:#x}: {d}"));
+                            checked += 1;
+                        }
+                        into_agrees(kind, &good[..at], &mut target).unwrap_or_else(|d| panic!("cut at {at}: {d}"));
+                    }
+                    into_agrees(kind, &good, &mut target).unwrap();
+                }
+            }
+        }
+    }
+    assert!(checked > 10_000, "{checked}");
 }

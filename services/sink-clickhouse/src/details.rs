@@ -20,11 +20,11 @@ pub enum Accounting {
 
 impl Accounting {
     /// The `accounting` column: a deleted event says 'deleted' whatever its origin.
-    fn label(self, deleted: bool) -> String {
+    fn label(self, deleted: bool) -> &'static str {
         match (self, deleted) {
-            (_, true) => "deleted".into(),
-            (Accounting::Late, false) => "late".into(),
-            (Accounting::Counted | Accounting::Reprocessed, false) => "counted".into(),
+            (_, true) => "deleted",
+            (Accounting::Late, false) => "late",
+            (Accounting::Counted | Accounting::Reprocessed, false) => "counted",
         }
     }
 
@@ -51,6 +51,7 @@ fn days(t: DateTime<Utc>, tz: Tz) -> u16 {
     u16::try_from((local - epoch).num_days()).unwrap_or(0)
 }
 
+// Symbols and labels are `&'static str`: no allocation per row for them.
 #[derive(Debug, Clone, clickhouse::Row, Serialize)]
 pub struct TicketTaskRow {
     pub tenant: String,
@@ -63,18 +64,18 @@ pub struct TicketTaskRow {
     pub ingest_time: u32,
     pub ticket_id: String,
     pub task_id: String,
-    pub ticket_type: String,
+    pub ticket_type: &'static str,
     pub category: String,
     pub category_path: Vec<String>,
     pub in_scope: u8,
     pub requester: String,
     pub technician: String,
-    pub technician_profile: String,
+    pub technician_profile: &'static str,
     pub application: String,
     pub country: String,
     pub minutes_worked: u32,
     pub start_time: u32,
-    pub accounting: String,
+    pub accounting: &'static str,
     pub version: u64,
 }
 
@@ -91,14 +92,14 @@ pub struct CheckRunRow {
     pub check_id: String,
     pub check_name: String,
     pub target: String,
-    pub frequency: String,
+    pub frequency: &'static str,
     pub scheduled_time: Option<u32>,
     pub executed_time: Option<u32>,
-    pub status: String,
+    pub status: &'static str,
     pub ticket_ref: String,
     pub time_spent_minutes: u32,
     pub output: String,
-    pub accounting: String,
+    pub accounting: &'static str,
     pub version: u64,
 }
 
@@ -119,95 +120,96 @@ pub struct VmUsageRow {
     pub bandwidth_mbps: u32,
     pub guaranteed_bandwidth: u8,
     pub public_ips: u32,
-    pub sla_tier: String,
+    pub sla_tier: &'static str,
     pub options: Vec<String>,
     pub datacenter: String,
-    pub transition: String,
+    pub transition: &'static str,
     pub sample_interval_seconds: u32,
-    pub accounting: String,
+    pub accounting: &'static str,
     pub version: u64,
 }
 
-fn ticket(t: &TicketTime, tz: Tz, a: Accounting) -> TicketTaskRow {
-    let h = &t.header;
+// The builders take the event by value: its strings move into the row.
+fn ticket(t: TicketTime, tz: Tz, a: Accounting) -> TicketTaskRow {
+    let h = t.header;
     TicketTaskRow {
-        tenant: h.tenant.clone(),
-        subsidiary: h.subsidiary.clone(),
-        domain: h.domain.clone(),
         local_date: days(h.event_time, tz),
-        source: h.source.clone(),
-        event_id: h.event_id.clone(),
         event_time: secs(h.event_time),
         ingest_time: secs(h.ingest_time),
-        ticket_id: t.ticket_id.clone(),
-        task_id: t.task_id.clone(),
-        ticket_type: t.ticket_type.avro_symbol().into(),
+        accounting: a.label(h.deleted),
+        version: a.version(h.version),
+        tenant: h.tenant,
+        subsidiary: h.subsidiary,
+        domain: h.domain,
+        source: h.source,
+        event_id: h.event_id,
+        ticket_id: t.ticket_id,
+        task_id: t.task_id,
+        ticket_type: t.ticket_type.avro_symbol(),
         category: t.category_path.join(" > "),
-        category_path: t.category_path.clone(),
+        category_path: t.category_path,
         in_scope: u8::from(t.in_scope),
-        requester: t.requester.clone(),
-        technician: t.technician.clone(),
-        technician_profile: t.technician_profile.avro_symbol().into(),
-        application: t.application.clone().unwrap_or_default(),
-        country: t.country.clone().unwrap_or_default(),
+        requester: t.requester,
+        technician: t.technician,
+        technician_profile: t.technician_profile.avro_symbol(),
+        application: t.application.unwrap_or_default(),
+        country: t.country.unwrap_or_default(),
         minutes_worked: u32::try_from(t.minutes_worked).unwrap_or(0),
         start_time: secs(t.start_time),
-        accounting: a.label(h.deleted),
-        version: a.version(h.version),
     }
 }
 
-fn check(c: &CheckResult, tz: Tz, a: Accounting) -> CheckRunRow {
-    let h = &c.header;
+fn check(c: CheckResult, tz: Tz, a: Accounting) -> CheckRunRow {
+    let h = c.header;
     CheckRunRow {
-        tenant: h.tenant.clone(),
-        subsidiary: h.subsidiary.clone(),
-        domain: h.domain.clone(),
         local_date: days(h.event_time, tz),
-        source: h.source.clone(),
-        event_id: h.event_id.clone(),
         event_time: secs(h.event_time),
         ingest_time: secs(h.ingest_time),
-        check_id: c.check_id.clone(),
-        check_name: c.check_name.clone(),
-        target: c.target.clone(),
-        frequency: c.frequency.avro_symbol().into(),
+        accounting: a.label(h.deleted),
+        version: a.version(h.version),
+        tenant: h.tenant,
+        subsidiary: h.subsidiary,
+        domain: h.domain,
+        source: h.source,
+        event_id: h.event_id,
+        check_id: c.check_id,
+        check_name: c.check_name,
+        target: c.target,
+        frequency: c.frequency.avro_symbol(),
         scheduled_time: c.scheduled_time.map(secs),
         executed_time: c.executed_time.map(secs),
-        status: c.status.avro_symbol().into(),
-        ticket_ref: c.ticket_ref.clone().unwrap_or_default(),
+        status: c.status.avro_symbol(),
+        ticket_ref: c.ticket_ref.unwrap_or_default(),
         time_spent_minutes: u32::try_from(c.time_spent_minutes).unwrap_or(0),
-        output: c.output.clone().unwrap_or_default(),
-        accounting: a.label(h.deleted),
-        version: a.version(h.version),
+        output: c.output.unwrap_or_default(),
     }
 }
 
-fn vm(v: &VmUsage, tz: Tz, a: Accounting) -> VmUsageRow {
-    let h = &v.header;
+fn vm(v: VmUsage, tz: Tz, a: Accounting) -> VmUsageRow {
+    let h = v.header;
     VmUsageRow {
-        tenant: h.tenant.clone(),
-        subsidiary: h.subsidiary.clone(),
-        domain: h.domain.clone(),
         local_date: days(h.event_time, tz),
-        source: h.source.clone(),
-        event_id: h.event_id.clone(),
         event_time: secs(h.event_time),
         ingest_time: secs(h.ingest_time),
-        vm_id: v.vm_id.clone(),
+        accounting: a.label(h.deleted),
+        version: a.version(h.version),
+        tenant: h.tenant,
+        subsidiary: h.subsidiary,
+        domain: h.domain,
+        source: h.source,
+        event_id: h.event_id,
+        vm_id: v.vm_id,
         vcpu: u32::try_from(v.vcpu).unwrap_or(0),
         ram_mib: u64::try_from(v.ram_mib).unwrap_or(0),
         storage_gb: u64::try_from(v.storage_gb).unwrap_or(0),
         bandwidth_mbps: u32::try_from(v.bandwidth_mbps).unwrap_or(0),
         guaranteed_bandwidth: u8::from(v.guaranteed_bandwidth),
         public_ips: u32::try_from(v.public_ips).unwrap_or(0),
-        sla_tier: v.sla_tier.avro_symbol().into(),
-        options: v.options.clone(),
-        datacenter: v.datacenter.clone(),
-        transition: v.transition.avro_symbol().into(),
+        sla_tier: v.sla_tier.avro_symbol(),
+        options: v.options,
+        datacenter: v.datacenter,
+        transition: v.transition.avro_symbol(),
         sample_interval_seconds: u32::try_from(v.sample_interval_seconds).unwrap_or(0),
-        accounting: a.label(h.deleted),
-        version: a.version(h.version),
     }
 }
 
@@ -221,6 +223,11 @@ pub struct DetailBatch {
 
 impl DetailBatch {
     pub fn push(&mut self, event: &Event, tz: Tz, accounting: Accounting) {
+        self.push_owned(event.clone(), tz, accounting);
+    }
+
+    /// [`DetailBatch::push`] without copies: the event's strings move into its row.
+    pub fn push_owned(&mut self, event: Event, tz: Tz, accounting: Accounting) {
         match event {
             Event::TicketTime(t) => self.tickets.push(ticket(t, tz, accounting)),
             Event::CheckResult(c) => self.checks.push(check(c, tz, accounting)),
