@@ -279,6 +279,30 @@ fn a_correction_after_the_close_goes_late_and_the_tenant_is_part_of_the_identity
 }
 
 #[test]
+fn events_leave_at_the_clock_record_that_closes_their_month_even_after_clock_records_that_closed_nothing() {
+    let mut p = Partition::new(5);
+    assert_eq!(p.event(&task("t-1", "initech", utc("2026-01-20T09:00:00Z"), 30, TicketType::Incident)), Outcome::Counted);
+    // Clock records inside the open month (the aggregator's periodic ones) close nothing.
+    for day in ["2026-01-21", "2026-01-25", "2026-02-01", "2026-02-03"] {
+        p.clock(utc(&format!("{day}T00:00:00Z")));
+        assert_eq!(p.state.open_events(), 1, "after the clock of {day}");
+    }
+    // A tenant first seen now, in February.
+    assert_eq!(p.event(&task("t-2", "globex", utc("2026-02-02T09:00:00Z"), 15, TicketType::Request)), Outcome::Counted);
+    p.clock(utc("2026-02-05T00:00:00Z"));
+    assert_eq!(p.state.open_events(), 2);
+    // January closes (grace of 5 days): its event leaves, February's stays;
+    // the January event re-sent is a duplicate, not a new one.
+    p.clock(utc("2026-02-06T00:00:00Z"));
+    assert_eq!(p.state.open_events(), 1);
+    let mut again = task("t-1", "initech", utc("2026-01-20T09:00:00Z"), 30, TicketType::Incident);
+    again.header_mut().ingest_time = utc("2026-02-07T00:00:00Z");
+    assert_eq!(p.event(&again), Outcome::Duplicate);
+    p.clock(utc("2026-03-06T00:00:00Z"));
+    assert_eq!(p.state.open_events(), 0);
+}
+
+#[test]
 fn no_tenant_makes_another_late_and_no_event_moves_time() {
     let mut p = Partition::new(5);
     let now = utc("2026-01-10T09:00:00Z");

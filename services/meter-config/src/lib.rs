@@ -249,8 +249,14 @@ pub struct AggregatorConfig {
     /// correction of a closed event goes to the late topic instead of being
     /// counted as new.
     pub closed_event_retention_days: u32,
-    /// How often changed aggregates are emitted.
+    /// How often changed aggregates are emitted (and the checkpoint saved).
+    /// Half of it is the mean wait an event adds before it is visible.
     pub flush_interval_ms: u64,
+    /// Longest time the broker may hold a fetch of the aggregator's consumer
+    /// (librdkafka `fetch.wait.max.ms`; a `kafka.properties` entry wins):
+    /// a broker that holds every fetch that long (Tansu) delays each event
+    /// by up to this much.
+    pub fetch_wait_max_ms: u64,
     /// Where per-partition state (windows, event ids, offsets) is checkpointed.
     pub state_dir: PathBuf,
     /// A partition of the group's topics that no instance of this one owns,
@@ -271,7 +277,8 @@ impl Default for AggregatorConfig {
             clock_record_seconds: 300,
             max_open_aggregates_per_tenant: 200_000,
             closed_event_retention_days: 62,
-            flush_interval_ms: 1000,
+            flush_interval_ms: 500,
+            fetch_wait_max_ms: 100,
             state_dir: PathBuf::from(".stack/aggregator-state"),
             stalled_partition_seconds: 60,
         }
@@ -306,7 +313,7 @@ impl Default for SinkConfig {
             group_id: "meter-sink-clickhouse".into(),
             metrics_listen: ListenAddr::local(9602),
             batch_rows: 100_000,
-            flush_interval_ms: 1000,
+            flush_interval_ms: 500,
             fetch_wait_max_ms: 100,
         }
     }
@@ -488,6 +495,9 @@ impl MeterConfig {
         }
         if self.sink.batch_rows == 0 {
             return Err(ConfigError::Invalid("sink.batch_rows must be at least 1".into()));
+        }
+        if self.aggregator.fetch_wait_max_ms == 0 {
+            return Err(ConfigError::Invalid("aggregator.fetch_wait_max_ms must be at least 1".into()));
         }
         if self.sink.fetch_wait_max_ms == 0 {
             return Err(ConfigError::Invalid("sink.fetch_wait_max_ms must be at least 1".into()));

@@ -262,6 +262,10 @@ impl Tenants {
         self.names.get(id as usize).map_or("", String::as_str)
     }
 
+    fn len(&self) -> u32 {
+        self.names.len() as u32
+    }
+
     fn reindex(&mut self) {
         self.index = self.names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect();
     }
@@ -371,6 +375,11 @@ pub struct PartitionState {
     calendar: Calendar,
     #[serde(skip)]
     scratch: Scratch,
+    /// Each tenant's first open month (by tenant id) when the events were
+    /// last swept for closed months; empty after a load (the next control
+    /// record sweeps).
+    #[serde(skip)]
+    swept_first_open: Vec<Option<NaiveDate>>,
 }
 
 impl Default for PartitionState {
@@ -392,6 +401,7 @@ impl Default for PartitionState {
             journal: None,
             calendar: Calendar::default(),
             scratch: Scratch::default(),
+            swept_first_open: Vec::new(),
         }
     }
 }
@@ -1046,16 +1056,23 @@ impl PartitionState {
         self.dirty.retain(|k| self.aggregates.contains_key(k));
         // 3. Events of closed months leave; their ids are kept for a while.
         let clock = self.clock.unwrap_or(revision_time);
-        let mut tenant_open: HashMap<u32, Option<NaiveDate>> = HashMap::new();
-        let closed_ids: Vec<EventId> = self
-            .events
-            .iter()
-            .filter(|(_, e)| {
-                let open = *tenant_open.entry(e.tenant).or_insert_with(|| self.tenant_first_open(self.tenants.name(e.tenant), settings));
-                open.is_some_and(|open| e.month < open)
-            })
-            .map(|(k, _)| *k)
-            .collect();
+        // Events are admitted only into open months and a tenant's first
+        // open month only moves forward, so the events need a look only when
+        // some tenant's first open month moved since they were last looked
+        // at (not at every clock record: that is a pass over every event).
+        let tenant_open: Vec<Option<NaiveDate>> =
+            (0..self.tenants.len()).map(|id| self.tenant_first_open(self.tenants.name(id), settings)).collect();
+        let moved = tenant_open.len() != self.swept_first_open.len() || tenant_open != self.swept_first_open;
+        let closed_ids: Vec<EventId> = if moved {
+            self.events
+                .iter()
+                .filter(|(_, e)| tenant_open.get(e.tenant as usize).copied().flatten().is_some_and(|open| e.month < open))
+                .map(|(k, _)| *k)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.swept_first_open = tenant_open;
         for id in closed_ids {
             if let Some(e) = self.events.remove(&id) {
                 removed += 1;
