@@ -67,18 +67,20 @@ def events(n, tenants, prefix="bench", start=0):
         }) + "\n")
 
 
-# Every consumer of the comparison fetches alike: Tansu holds each fetch for
-# fetch.wait.max.ms, so librdkafka's 500 ms default would cap the reference
-# rather than measure it. The aggregator's default (aggregator.fetch_wait_max_ms).
-FETCH_WAIT_MAX_MS = int(os.environ.get("BENCH_FETCH_WAIT_MAX_MS", "100"))
+# Every consumer of the comparison fetches alike, as `meter aggregate` does by
+# default: Tansu holds each fetch for fetch.wait.max.ms (librdkafka's 500 ms
+# default would cap the reference rather than measure it), and a consumer
+# slower than its fetches would otherwise wait fetch.queue.backoff.ms (1 s)
+# once librdkafka's queue is full.
+CONSUMER_TUNING = {"fetch.wait.max.ms": int(os.environ.get("BENCH_FETCH_WAIT_MAX_MS", "100")),
+                   "fetch.queue.backoff.ms": 10}
 
 
 def raw(brokers, topic, n):
     from confluent_kafka import Consumer
 
     c = Consumer({"bootstrap.servers": brokers, "group.id": f"bench-raw-{uuid.uuid4()}",
-                  "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                  "fetch.wait.max.ms": FETCH_WAIT_MAX_MS})
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False, **CONSUMER_TUNING})
     c.subscribe([topic])
     count, first, deadline = 0, None, time.monotonic() + 120
     while count < n and time.monotonic() < deadline:
@@ -173,7 +175,7 @@ def quix(brokers, topic_name, n, state_dir):
 
     app = Application(broker_address=brokers, consumer_group=f"bench-quix-{uuid.uuid4()}",
                       auto_offset_reset="earliest", state_dir=state_dir, use_changelog_topics=False,
-                      consumer_extra_config={"fetch.wait.max.ms": FETCH_WAIT_MAX_MS},
+                      consumer_extra_config=dict(CONSUMER_TUNING),
                       loglevel="WARNING")
     topic = app.topic(topic_name, value_deserializer=TicketTime(), key_deserializer="str",
                       timestamp_extractor=lambda value, headers, ts, kind: value.get("event_time", ts))

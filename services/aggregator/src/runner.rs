@@ -45,7 +45,12 @@ pub enum RunError {
 }
 
 /// How often the consumer-lag gauge is refreshed (one request per partition).
-const LAG_EVERY: Duration = Duration::from_secs(5);
+const LAG_EVERY: Duration = Duration::from_secs(1);
+/// A partition this many records behind its end (as of the last
+/// statistics) means the aggregator is catching up: it then flushes every
+/// `aggregator.catch_up_flush_interval_ms`, since each flush costs the same
+/// whatever it carries, and nobody waits on a revision of a backlog.
+const CATCH_UP_LAG: i64 = 20_000;
 
 pub use crate::internal_events::AggregatorMetrics;
 
@@ -169,6 +174,9 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
     let producer = meter_kafka::producer(&config.kafka)?;
     let dead_letters = DeadLetters::with_producer(producer.clone(), config.topics.dead_letters.clone());
     let flush_every = Duration::from_millis(config.aggregator.flush_interval_ms.max(10));
+    let catch_up_every = Duration::from_millis(config.aggregator.catch_up_flush_interval_ms).max(flush_every);
+    // A start usually has a backlog; the first statistics (within a second) tell.
+    let mut catching_up = true;
     let clock_every = Duration::from_secs(config.aggregator.clock_record_seconds.max(1));
     let mut partitions: Partitions = HashMap::new();
     // Late events and dead letters produced since the last flush: acknowledged before it checkpoints.
@@ -237,7 +245,7 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
             consumer.unsubscribe();
             consumer.subscribe(&topics)?;
         }
-        if now.duration_since(last_flush) < flush_every {
+        if now.duration_since(last_flush) < if catching_up { catch_up_every } else { flush_every } {
             continue;
         }
         // Partitions assigned but silent still close their periods.
@@ -255,11 +263,17 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
         if last_lag.elapsed() >= LAG_EVERY {
             last_lag = Instant::now();
             if let Ok(ends) = watch.ends.lock() {
+                let was_catching_up = std::mem::replace(&mut catching_up, false);
                 for partition in partitions.values() {
                     if let Some(high) = ends.get(&(partition.topic.clone(), partition.id)) {
                         let lag = (high - partition.state.next_offset).max(0);
+                        catching_up |= lag > CATCH_UP_LAG;
                         metrics.consumer_lag.with_label_values(&[&partition.topic, &partition.id.to_string()]).set(lag);
                     }
+                }
+                if catching_up != was_catching_up {
+                    let flush_interval_ms = if catching_up { catch_up_every } else { flush_every }.as_millis() as u64;
+                    tracing::info!(catching_up, flush_interval_ms, "flush interval changed (a partition is more than {CATCH_UP_LAG} records behind, or none is)");
                 }
             }
         }
@@ -392,12 +406,12 @@ async fn apply_record(
     Ok(())
 }
 
-/// The aggregator's consumer reports partition end offsets every 5 s
+/// The aggregator's consumer reports partition end offsets every second
 /// (librdkafka statistics): the lag gauge needs no request per partition.
 /// Its fetches wait at most `aggregator.fetch_wait_max_ms`.
 fn consumer_kafka_config(config: &MeterConfig) -> meter_config::KafkaConfig {
     let mut kafka = config.kafka.clone();
-    kafka.properties.entry("statistics.interval.ms".into()).or_insert_with(|| "5000".into());
+    kafka.properties.entry("statistics.interval.ms".into()).or_insert_with(|| "1000".into());
     kafka.properties.entry("fetch.wait.max.ms".into()).or_insert_with(|| config.aggregator.fetch_wait_max_ms.to_string());
     kafka
 }

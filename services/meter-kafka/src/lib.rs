@@ -71,7 +71,13 @@ pub fn consumer_with_context<C: rdkafka::consumer::ConsumerContext + 'static>(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("partition.assignment.strategy", "range");
+        .set("partition.assignment.strategy", "range")
+        // A consumer slower than its fetches fills librdkafka's queue; past
+        // its thresholds the partition's next fetch waited a whole second
+        // (the 1000 ms default) even after the queue had drained, so a
+        // backlog was read in stalls: the aggregator sat idle a third of a
+        // replay.
+        .set("fetch.queue.backoff.ms", "10");
     with_user_properties(config, kafka).create_with_context(context).map_err(KafkaError::Client)
 }
 
