@@ -100,22 +100,22 @@ impl CheckpointStore {
     /// ready to record its changes, and the handle that saves it.
     pub fn open(&self, topic: &str, partition: i32) -> Result<(PartitionState, PartitionCheckpoint), CheckpointError> {
         let base = self.base(topic, partition);
-        let mut checkpoint = PartitionCheckpoint {
+        let mut disk = Disk {
             dir: self.dir.clone(),
             snapshot: self.dir.join(format!("{base}.snapshot")),
             legacy: self.dir.join(format!("{base}.json")),
-            owner: self.owner_path(topic, partition),
             base,
-            partition: format!("{topic}/{partition}"),
             generation: 0,
             log: None,
             log_bytes: 0,
             snapshot_bytes: 0,
             snapshot_due: true,
         };
-        let mut state = checkpoint.read()?;
+        let mut state = disk.read()?;
         state.restore_derived();
         state.track_changes();
+        let checkpoint =
+            PartitionCheckpoint { partition: format!("{topic}/{partition}"), owner: self.owner_path(topic, partition), disk: Some(disk), pending: None };
         Ok((state, checkpoint))
     }
 
@@ -129,14 +129,25 @@ fn read_epoch(path: &Path) -> u64 {
     std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
-/// Saves one partition's state: deltas appended to the log, snapshots when due.
+/// Saves one partition's state: deltas appended to the log, snapshots when
+/// due. The state's changes are taken and encoded on the caller's thread;
+/// with [`PartitionCheckpoint::begin_save_owned`] the file writes and their
+/// fsync run on a thread of their own while the caller goes on, and the
+/// next save (or [`PartitionCheckpoint::finish`]) waits for them first.
 pub struct PartitionCheckpoint {
+    partition: String,
+    owner: PathBuf,
+    /// The files, here while no write is in flight.
+    disk: Option<Disk>,
+    pending: Option<std::thread::JoinHandle<(Disk, Result<Saved, CheckpointError>)>>,
+}
+
+/// The files of one partition's checkpoint and what is known of them.
+struct Disk {
     dir: PathBuf,
     base: String,
-    partition: String,
     snapshot: PathBuf,
     legacy: PathBuf,
-    owner: PathBuf,
     generation: u64,
     log: Option<File>,
     log_bytes: u64,
@@ -146,13 +157,92 @@ pub struct PartitionCheckpoint {
     snapshot_due: bool,
 }
 
+/// One save, encoded, for the files.
+enum Encoded {
+    Record { bytes: Vec<u8>, records: usize },
+    Snapshot { bytes: Vec<u8> },
+}
+
+fn corrupt(path: &Path, reason: impl Into<String>) -> CheckpointError {
+    CheckpointError::Corrupt { path: path.display().to_string(), reason: reason.into() }
+}
+
 impl PartitionCheckpoint {
-    fn log_path(&self, generation: u64) -> PathBuf {
-        self.dir.join(format!("{}.{generation}.log", self.base))
+    /// The files, after [`Self::finish`]: away only if a writer panicked.
+    fn disk(&mut self) -> Result<&mut Disk, CheckpointError> {
+        let partition = &self.partition;
+        self.disk.as_mut().ok_or_else(|| CheckpointError::Io { path: partition.clone(), source: std::io::Error::other("the checkpoint writer panicked earlier") })
     }
 
-    fn corrupt(path: &Path, reason: impl Into<String>) -> CheckpointError {
-        CheckpointError::Corrupt { path: path.display().to_string(), reason: reason.into() }
+    /// Saves what changed if `epoch` still owns the partition, and waits
+    /// for the files to be written.
+    pub fn save_owned(&mut self, state: &mut PartitionState, epoch: u64) -> Result<Saved, CheckpointError> {
+        self.begin_save_owned(state, epoch)?;
+        self.finish().map(|saved| saved.unwrap_or(Saved::Delta { bytes: 0, records: 0 }))
+    }
+
+    /// Takes and encodes what changed if `epoch` still owns the partition
+    /// (after the previous write has completed) and writes it on another
+    /// thread. Its outcome comes with the next save or [`Self::finish`].
+    pub fn begin_save_owned(&mut self, state: &mut PartitionState, epoch: u64) -> Result<(), CheckpointError> {
+        self.finish()?;
+        let newer = read_epoch(&self.owner);
+        if newer > epoch {
+            return Err(CheckpointError::Fenced { partition: self.partition.clone(), ours: epoch, newer });
+        }
+        let disk = self.disk()?;
+        let write = match disk.encode(state) {
+            Ok(write) => write,
+            Err(e) => {
+                // The changes taken are not on disk: only a snapshot is whole now.
+                disk.snapshot_due = true;
+                return Err(e);
+            }
+        };
+        let Some(mut disk) = self.disk.take() else { return Ok(()) };
+        let spawned = std::thread::Builder::new().name("checkpoint".into()).spawn(move || {
+            let result = disk.write(write);
+            (disk, result)
+        });
+        match spawned {
+            Ok(handle) => {
+                self.pending = Some(handle);
+                Ok(())
+            }
+            Err(source) => Err(CheckpointError::Io { path: self.partition.clone(), source }),
+        }
+    }
+
+    /// Waits for the write in flight, if any: what it saved, or why it failed.
+    pub fn finish(&mut self) -> Result<Option<Saved>, CheckpointError> {
+        let Some(handle) = self.pending.take() else { return Ok(None) };
+        match handle.join() {
+            Ok((mut disk, result)) => {
+                if result.is_err() {
+                    disk.snapshot_due = true;
+                }
+                self.disk = Some(disk);
+                result.map(Some)
+            }
+            // The thread only writes files; its files are now unknown, and
+            // the partition's next owner reads what is whole.
+            Err(_) => Err(CheckpointError::Io { path: self.partition.clone(), source: std::io::Error::other("the checkpoint writer panicked") }),
+        }
+    }
+}
+
+impl Drop for PartitionCheckpoint {
+    fn drop(&mut self) {
+        // A partition handed over (or a process stopping) leaves its files whole.
+        if let Err(e) = self.finish() {
+            tracing::warn!(partition = %self.partition, error = %e, "the last checkpoint write failed: the partition resumes from the one before");
+        }
+    }
+}
+
+impl Disk {
+    fn log_path(&self, generation: u64) -> PathBuf {
+        self.dir.join(format!("{}.{generation}.log", self.base))
     }
 
     fn read(&mut self) -> Result<PartitionState, CheckpointError> {
@@ -161,7 +251,7 @@ impl PartitionCheckpoint {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.read_legacy(),
             Err(e) => return Err(io_error(&self.snapshot)(e)),
         };
-        let (generation, mut state) = decode_snapshot(&bytes).map_err(|reason| Self::corrupt(&self.snapshot, reason))?;
+        let (generation, mut state) = decode_snapshot(&bytes).map_err(|reason| corrupt(&self.snapshot, reason))?;
         self.generation = generation;
         self.snapshot_bytes = bytes.len() as u64;
         self.snapshot_due = false;
@@ -194,7 +284,7 @@ impl PartitionCheckpoint {
         self.snapshot_due = true;
         match std::fs::read(&self.legacy) {
             Ok(bytes) => {
-                let state = crate::engine::legacy::upgrade(&bytes).map_err(|reason| Self::corrupt(&self.legacy, reason))?;
+                let state = crate::engine::legacy::upgrade(&bytes).map_err(|reason| corrupt(&self.legacy, reason))?;
                 tracing::info!(path = %self.legacy.display(), next_offset = state.next_offset, "JSON checkpoint read; the next save replaces it with a snapshot");
                 Ok(state)
             }
@@ -203,31 +293,29 @@ impl PartitionCheckpoint {
         }
     }
 
-    /// Saves what changed if `epoch` still owns the partition.
-    pub fn save_owned(&mut self, state: &mut PartitionState, epoch: u64) -> Result<Saved, CheckpointError> {
-        let newer = read_epoch(&self.owner);
-        if newer > epoch {
-            return Err(CheckpointError::Fenced { partition: self.partition.clone(), ours: epoch, newer });
-        }
-        let result = self.save(state);
-        if result.is_err() {
-            // The changes taken are not on disk: only a snapshot is whole now.
-            self.snapshot_due = true;
-        }
-        result
-    }
-
-    fn save(&mut self, state: &mut PartitionState) -> Result<Saved, CheckpointError> {
+    /// What changed as a log record, or the whole state when a snapshot is
+    /// due or the log would outgrow the snapshot.
+    fn encode(&mut self, state: &mut PartitionState) -> Result<Encoded, CheckpointError> {
         match state.take_changes() {
             Changes::Delta(delta) if !self.snapshot_due => {
-                let record = encode_record(&delta).map_err(|reason| Self::corrupt(&self.log_path(self.generation), reason))?;
-                if self.log_bytes + record.len() as u64 > self.snapshot_bytes.max(MIN_LOG_BYTES) {
-                    return self.write_snapshot(state);
+                let bytes = encode_record(&delta).map_err(|reason| corrupt(&self.log_path(self.generation), reason))?;
+                if self.log_bytes + bytes.len() as u64 <= self.snapshot_bytes.max(MIN_LOG_BYTES) {
+                    return Ok(Encoded::Record { bytes, records: delta.len() });
                 }
-                self.append(&record)?;
-                Ok(Saved::Delta { bytes: record.len() as u64, records: delta.len() })
             }
-            _ => self.write_snapshot(state),
+            _ => {}
+        }
+        let bytes = encode_snapshot(self.generation + 1, state).map_err(|reason| corrupt(&self.snapshot, reason))?;
+        Ok(Encoded::Snapshot { bytes })
+    }
+
+    fn write(&mut self, write: Encoded) -> Result<Saved, CheckpointError> {
+        match write {
+            Encoded::Record { bytes, records } => {
+                self.append(&bytes)?;
+                Ok(Saved::Delta { bytes: bytes.len() as u64, records })
+            }
+            Encoded::Snapshot { bytes } => self.write_snapshot(&bytes),
         }
     }
 
@@ -244,13 +332,13 @@ impl PartitionCheckpoint {
         Ok(())
     }
 
-    fn write_snapshot(&mut self, state: &PartitionState) -> Result<Saved, CheckpointError> {
+    /// Writes a snapshot of generation `self.generation + 1`.
+    fn write_snapshot(&mut self, bytes: &[u8]) -> Result<Saved, CheckpointError> {
         let generation = self.generation + 1;
-        let bytes = encode_snapshot(generation, state).map_err(|reason| Self::corrupt(&self.snapshot, reason))?;
         let tmp = self.snapshot.with_extension(format!("snapshot.tmp.{}", std::process::id()));
         {
             let mut file = File::create(&tmp).map_err(io_error(&tmp))?;
-            file.write_all(&bytes).map_err(io_error(&tmp))?;
+            file.write_all(bytes).map_err(io_error(&tmp))?;
             file.sync_all().map_err(io_error(&tmp))?;
         }
         std::fs::rename(&tmp, &self.snapshot).map_err(io_error(&self.snapshot))?;

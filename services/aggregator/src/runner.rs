@@ -200,7 +200,7 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
             _ = &mut shutdown => {
                 tracing::info!("interrupted: flushing and stopping");
                 flush(config, &book, &consumer, &producer, &metrics, &mut partitions, &mut deliveries).await?;
-                return Ok(());
+                return finish_checkpoints(&mut partitions);
             }
             r = consumer.recv() => Some(r),
             _ = idle_tick.tick() => None,
@@ -287,7 +287,7 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                 let behind = tokio::task::block_in_place(|| partitions_behind(&consumer, &topics, &partitions));
                 if behind.is_empty() {
                     tracing::info!("no input for {idle:?} and no lag: everything flushed, stopping");
-                    return Ok(());
+                    return finish_checkpoints(&mut partitions);
                 }
                 let since = *behind_since.get_or_insert_with(Instant::now);
                 let patience = idle.max(Duration::from_secs(60)) * 3;
@@ -516,6 +516,14 @@ fn seek(consumer: &StreamConsumer<RebalanceWatch>, topic: &str, partition: i32, 
     }
 }
 
+/// Waits for the checkpoint writes in flight (before the process stops).
+fn finish_checkpoints(partitions: &mut Partitions) -> Result<(), RunError> {
+    for partition in partitions.values_mut() {
+        partition.checkpoint.finish()?;
+    }
+    Ok(())
+}
+
 /// Records the wall clock in every owned partition whose recorded clock is
 /// older than `every`, or where it would close a month or a day now. The
 /// records take effect when they are read back, in order with the events.
@@ -669,8 +677,12 @@ async fn flush(
         for a in &emissions {
             AggregateEmitted { kind: a.kind, is_final: a.is_final }.emit(metrics);
         }
-        match partition.checkpoint.save_owned(&mut partition.state, partition.epoch) {
-            Ok(_) => {}
+        // The files are written while the next records are applied; the
+        // next save waits for them (a crash before loses nothing: the
+        // records after the last whole checkpoint are applied again and
+        // emit the same revisions).
+        match partition.checkpoint.begin_save_owned(&mut partition.state, partition.epoch) {
+            Ok(()) => {}
             Err(e @ crate::checkpoint::CheckpointError::Fenced { .. }) => {
                 // Another member owns it now: what was emitted is identical to
                 // what the new owner emits (same revisions), nothing is saved.

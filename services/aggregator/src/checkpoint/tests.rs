@@ -141,3 +141,47 @@ fn an_old_owner_cannot_overwrite_a_new_one() {
     newer_checkpoint.save_owned(&mut newer, new).unwrap();
     assert_eq!(store.load("t", 0).unwrap().next_offset, 20);
 }
+
+#[test]
+fn writes_in_the_background_are_ordered_whole_and_reported_with_the_next_save() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = CheckpointStore::new(dir.path()).unwrap();
+    let (mut state, mut checkpoint) = store.open("t", 0).unwrap();
+    let mut saved = Vec::new();
+    for round in 0..20u32 {
+        fill(&mut state, round * 50, round * 50 + 50);
+        // The state moves on while the previous write may still be in flight.
+        checkpoint.begin_save_owned(&mut state, 1).unwrap();
+        saved.push(state.clone());
+    }
+    assert!(checkpoint.finish().unwrap().is_some(), "the last write is reported");
+    assert_eq!(checkpoint.finish().unwrap(), None, "and only once");
+    assert_eq!(store.load("t", 0).unwrap(), *saved.last().unwrap());
+    assert_eq!(store.load("t", 0).unwrap().next_offset, 1000);
+    // Dropping the handle with a write in flight leaves the files whole.
+    fill(&mut state, 1000, 1010);
+    checkpoint.begin_save_owned(&mut state, 1).unwrap();
+    drop(checkpoint);
+    assert_eq!(store.load("t", 0).unwrap(), state);
+}
+
+#[test]
+fn a_failed_background_write_is_the_next_saves_error_and_then_a_snapshot_is_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let state_dir = dir.path().join("state");
+    let store = CheckpointStore::new(&state_dir).unwrap();
+    let (mut state, mut checkpoint) = store.open("t", 0).unwrap();
+    fill(&mut state, 0, 10);
+    checkpoint.save_owned(&mut state, 1).unwrap();
+    // The folder becomes unwritable: a file where the log would be opened.
+    std::fs::remove_dir_all(&state_dir).unwrap();
+    std::fs::write(&state_dir, b"not a folder").unwrap();
+    fill(&mut state, 10, 20);
+    checkpoint.begin_save_owned(&mut state, 1).unwrap();
+    assert!(matches!(checkpoint.finish(), Err(CheckpointError::Io { .. })), "the write failed and says so");
+    std::fs::remove_file(&state_dir).unwrap();
+    std::fs::create_dir_all(&state_dir).unwrap();
+    fill(&mut state, 20, 30);
+    assert!(matches!(checkpoint.save_owned(&mut state, 1).unwrap(), Saved::Snapshot { .. }), "the lost delta is made up by a snapshot");
+    assert_eq!(store.load("t", 0).unwrap(), state);
+}
