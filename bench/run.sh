@@ -24,8 +24,8 @@
 #   BENCH_PHASES="A B C D"                   B and C read what A published
 #   BENCH_LATENCY_RATE=10000 BENCH_LATENCY_SECONDS=60 BENCH_PROBES_PER_S=10
 #   BENCH_MEMORY_EVENTS="1000000"            thresholds, whole millions; "1000000 10000000" for
-#                                            the 10 M figure (about 15 GiB; today's aggregator slows
-#                                            down as its checkpoints grow: over an hour); "" skips D
+#                                            the 10 M figure (aggregator about 2.4 GiB at its peak,
+#                                            Tansu 3.4 GiB; about 5 minutes); "" skips D
 #   BENCH_MEMORY_TIMEOUT=1800                seconds phase D may take; then it reports what it reached
 #   BENCH_KEEP=1                             keep the work folder (logs); kept anyway after a failure
 #   METER_* variables reach every meter process (e.g. METER_SINK__BATCH_ROWS=50000).
