@@ -5,7 +5,7 @@
 //! written to a temporary file, fsynced and renamed) and a **log** of the
 //! changes since (one CRC-framed record per flush, appended and fsynced).
 //! A flush writes only what changed, so its cost follows the input rate, not
-//! the size of the state. When the log outgrows the snapshot, or something
+//! the size of the state. When the log outgrows twice the snapshot, or something
 //! was removed (a month closed), the next save writes a new snapshot and
 //! starts a new log. Reading takes the snapshot and the records of its log
 //! up to the last whole one: a record torn by a crash is cut off, and the
@@ -41,6 +41,10 @@ pub enum CheckpointError {
 const SNAPSHOT_MAGIC: &[u8; 8] = b"meter-ck";
 /// Format of snapshots and log records (1 was the JSON checkpoint).
 const FORMAT: u32 = 2;
+/// A log may grow to this many times its snapshot before a new snapshot:
+/// every byte of state is written about 1 + 1/2 times, and a restart reads
+/// at most three times the snapshot's size.
+const LOG_TO_SNAPSHOT: u64 = 2;
 /// A log shorter than this never triggers a snapshot.
 const MIN_LOG_BYTES: u64 = 16 << 20;
 /// Largest log record accepted when reading (a damaged length is not an allocation).
@@ -299,7 +303,7 @@ impl Disk {
         match state.take_changes() {
             Changes::Delta(delta) if !self.snapshot_due => {
                 let bytes = encode_record(&delta).map_err(|reason| corrupt(&self.log_path(self.generation), reason))?;
-                if self.log_bytes + bytes.len() as u64 <= self.snapshot_bytes.max(MIN_LOG_BYTES) {
+                if self.log_bytes + bytes.len() as u64 <= (LOG_TO_SNAPSHOT * self.snapshot_bytes).max(MIN_LOG_BYTES) {
                     return Ok(Encoded::Record { bytes, records: delta.len() });
                 }
             }

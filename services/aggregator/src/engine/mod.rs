@@ -1273,10 +1273,9 @@ impl PartitionState {
                 Some((k, a.clone()))
             })
             .collect();
-        let mut ids = journal.events;
-        ids.sort_unstable();
-        ids.dedup();
-        let events = ids.into_iter().filter_map(|id| self.events.get(&id).map(|e| (id, e.clone()))).collect();
+        // Not sorted: an event corrected within one flush is recorded twice
+        // with its latest value, which applies the same twice.
+        let events = journal.events.into_iter().filter_map(|id| self.events.get(&id).map(|e| (id, e.clone()))).collect();
         let mut vm_keys = journal.vms;
         vm_keys.sort_unstable();
         vm_keys.dedup();
