@@ -234,10 +234,16 @@ pub fn bounded_letter(letter: &DeadLetter) -> DeadLetter {
     out
 }
 
-/// Whether a message on an event topic is a control record, not an event.
+/// Whether a message on an event topic is a control record, not an event:
+/// a period-control payload marked with the control header. The payload's
+/// fingerprint is looked at first: librdkafka parses a message's headers on
+/// every call, which cost more than decoding the event, and events carry none.
 pub fn is_control<M: rdkafka::message::Message>(message: &M) -> bool {
+    use meter_model::codec::AvroRecord;
     use rdkafka::message::Headers;
-    message.headers().is_some_and(|h| h.iter().any(|h| h.key == meter_model::CONTROL_HEADER))
+    let payload = message.payload().unwrap_or_default();
+    meter_model::codec::writer_record(payload) == Some(meter_model::PeriodControl::RECORD)
+        && message.headers().is_some_and(|h| h.iter().any(|h| h.key == meter_model::CONTROL_HEADER))
 }
 
 /// Writes a control record into one partition of an event topic and waits
@@ -288,8 +294,10 @@ impl StoredMessage {
         self.headers.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
+    /// The rule of [`is_control`].
     pub fn is_control(&self) -> bool {
-        self.header(meter_model::CONTROL_HEADER).is_some()
+        use meter_model::codec::AvroRecord;
+        meter_model::codec::writer_record(&self.payload) == Some(meter_model::PeriodControl::RECORD) && self.header(meter_model::CONTROL_HEADER).is_some()
     }
 }
 

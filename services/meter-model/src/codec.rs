@@ -557,6 +557,16 @@ impl AvroRecord for PeriodControl {
     }
 }
 
+/// The record a single-object message says it holds (its fingerprint's),
+/// if the marker is there and the fingerprint known; nothing is decoded.
+pub fn writer_record(bytes: &[u8]) -> Option<&'static str> {
+    let fingerprint: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
+    if bytes[..2] != [0xC3, 0x01] {
+        return None;
+    }
+    registry().by_fingerprint.get(&fingerprint).map(|known| known.record)
+}
+
 /// Every fingerprint readers accept, with its record and the writer
 /// schema's text (for the fast event decoder, [`crate::fast_decode`]).
 pub fn accepted_fingerprints() -> impl Iterator<Item = ([u8; 8], &'static str, &'static str)> {

@@ -312,3 +312,27 @@ fn sample_ticket() -> Event {
         "technician_profile":"ENGINEER","minutes_worked":12,"start_time":"2024-01-02T09:48:00Z"}"#;
     Event::from_json(EventKind::TicketTime, line).unwrap()
 }
+
+#[test]
+fn writer_record_names_what_a_message_says_it_holds_without_decoding_it() {
+    let control = PeriodControl {
+        action: PeriodAction::Clock,
+        clock: Utc.with_ymd_and_hms(2026, 2, 6, 0, 0, 0).unwrap(),
+        tenant: String::new(),
+        month: String::new(),
+        requested_by: "aggregator".into(),
+        reason: "clock".into(),
+    };
+    let bytes = EventCodec::encode(&control).unwrap();
+    assert_eq!(codec::writer_record(&bytes), Some(PeriodControl::RECORD));
+    // The fingerprint alone decides: a damaged datum still names its record.
+    assert_eq!(codec::writer_record(&bytes[..10]), Some(PeriodControl::RECORD));
+    let mut other = bytes.clone();
+    other[5] ^= 0xff;
+    assert_eq!(codec::writer_record(&other), None, "an unknown fingerprint");
+    let mut marker = bytes.clone();
+    marker[0] = 0;
+    assert_eq!(codec::writer_record(&marker), None, "no single-object marker");
+    assert_eq!(codec::writer_record(&bytes[..9]), None, "too short");
+    assert_eq!(codec::writer_record(&[]), None);
+}
