@@ -172,40 +172,22 @@ fn corrupt(path: &Path, reason: impl Into<String>) -> CheckpointError {
 }
 
 impl PartitionCheckpoint {
-    /// The files, after [`Self::finish`]: away only if a writer panicked.
-    fn disk(&mut self) -> Result<&mut Disk, CheckpointError> {
-        let partition = &self.partition;
-        self.disk.as_mut().ok_or_else(|| CheckpointError::Io { path: partition.clone(), source: std::io::Error::other("the checkpoint writer panicked earlier") })
-    }
-
     /// Saves what changed if `epoch` still owns the partition, and waits
     /// for the files to be written.
     pub fn save_owned(&mut self, state: &mut PartitionState, epoch: u64) -> Result<Saved, CheckpointError> {
-        self.begin_save_owned(state, epoch)?;
-        self.finish().map(|saved| saved.unwrap_or(Saved::Delta { bytes: 0, records: 0 }))
+        let (mut disk, encoded) = self.take_and_encode(state, epoch)?;
+        let result = disk.write(encoded);
+        self.put_back(disk, result.is_err());
+        result
     }
 
     /// Takes and encodes what changed if `epoch` still owns the partition
     /// (after the previous write has completed) and writes it on another
     /// thread. Its outcome comes with the next save or [`Self::finish`].
     pub fn begin_save_owned(&mut self, state: &mut PartitionState, epoch: u64) -> Result<(), CheckpointError> {
-        self.finish()?;
-        let newer = read_epoch(&self.owner);
-        if newer > epoch {
-            return Err(CheckpointError::Fenced { partition: self.partition.clone(), ours: epoch, newer });
-        }
-        let disk = self.disk()?;
-        let write = match disk.encode(state) {
-            Ok(write) => write,
-            Err(e) => {
-                // The changes taken are not on disk: only a snapshot is whole now.
-                disk.snapshot_due = true;
-                return Err(e);
-            }
-        };
-        let Some(mut disk) = self.disk.take() else { return Ok(()) };
+        let (mut disk, encoded) = self.take_and_encode(state, epoch)?;
         let spawned = std::thread::Builder::new().name("checkpoint".into()).spawn(move || {
-            let result = disk.write(write);
+            let result = disk.write(encoded);
             (disk, result)
         });
         match spawned {
@@ -217,15 +199,42 @@ impl PartitionCheckpoint {
         }
     }
 
+    /// The files (once the write in flight is done) and what changed,
+    /// encoded, if `epoch` still owns the partition.
+    fn take_and_encode(&mut self, state: &mut PartitionState, epoch: u64) -> Result<(Disk, Encoded), CheckpointError> {
+        self.finish()?;
+        let newer = read_epoch(&self.owner);
+        if newer > epoch {
+            return Err(CheckpointError::Fenced { partition: self.partition.clone(), ours: epoch, newer });
+        }
+        let Some(mut disk) = self.disk.take() else {
+            // Only a writer thread that panicked or never started loses them.
+            return Err(CheckpointError::Io { path: self.partition.clone(), source: std::io::Error::other("the checkpoint files are unknown after a failed write") });
+        };
+        match disk.encode(state) {
+            Ok(encoded) => Ok((disk, encoded)),
+            Err(e) => {
+                self.put_back(disk, true);
+                Err(e)
+            }
+        }
+    }
+
+    /// Keeps the files for the next save; after a failure the changes taken
+    /// are not on disk, so only a snapshot is whole then.
+    fn put_back(&mut self, mut disk: Disk, failed: bool) {
+        if failed {
+            disk.snapshot_due = true;
+        }
+        self.disk = Some(disk);
+    }
+
     /// Waits for the write in flight, if any: what it saved, or why it failed.
     pub fn finish(&mut self) -> Result<Option<Saved>, CheckpointError> {
         let Some(handle) = self.pending.take() else { return Ok(None) };
         match handle.join() {
-            Ok((mut disk, result)) => {
-                if result.is_err() {
-                    disk.snapshot_due = true;
-                }
-                self.disk = Some(disk);
+            Ok((disk, result)) => {
+                self.put_back(disk, result.is_err());
                 result.map(Some)
             }
             // The thread only writes files; its files are now unknown, and

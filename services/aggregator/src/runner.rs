@@ -168,7 +168,7 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
     let store = CheckpointStore::new(&config.aggregator.state_dir)?;
     let watch = RebalanceWatch::default();
     let consumer: StreamConsumer<RebalanceWatch> =
-        meter_kafka::consumer_with_context(&consumer_kafka_config(config), &config.aggregator.group_id, watch.clone())?;
+        meter_kafka::consumer_with_context(&with_statistics(&config.kafka), &config.aggregator.group_id, config.aggregator.fetch_wait_max_ms, watch.clone())?;
     let topics: Vec<&str> = EventKind::ALL.iter().map(|k| config.topics.event(*k)).collect();
     consumer.subscribe(&topics)?;
     let producer = meter_kafka::producer(&config.kafka)?;
@@ -408,11 +408,9 @@ async fn apply_record(
 
 /// The aggregator's consumer reports partition end offsets every second
 /// (librdkafka statistics): the lag gauge needs no request per partition.
-/// Its fetches wait at most `aggregator.fetch_wait_max_ms`.
-fn consumer_kafka_config(config: &MeterConfig) -> meter_config::KafkaConfig {
-    let mut kafka = config.kafka.clone();
+fn with_statistics(kafka: &meter_config::KafkaConfig) -> meter_config::KafkaConfig {
+    let mut kafka = kafka.clone();
     kafka.properties.entry("statistics.interval.ms".into()).or_insert_with(|| "1000".into());
-    kafka.properties.entry("fetch.wait.max.ms".into()).or_insert_with(|| config.aggregator.fetch_wait_max_ms.to_string());
     kafka
 }
 

@@ -52,15 +52,19 @@ pub fn producer(kafka: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
 }
 
 /// A consumer in `group` that never commits on its own: callers commit the
-/// offsets of what they have fully handled.
-pub fn consumer(kafka: &KafkaConfig, group: &str) -> Result<StreamConsumer, KafkaError> {
-    consumer_with_context(kafka, group, rdkafka::consumer::DefaultConsumerContext)
+/// offsets of what they have fully handled. Its fetches wait at most
+/// `fetch_wait_max_ms` for records (librdkafka `fetch.wait.max.ms`; a
+/// broker that holds every fetch that long, as Tansu does, delays each
+/// record by up to this much). `kafka.properties` win over it.
+pub fn consumer(kafka: &KafkaConfig, group: &str, fetch_wait_max_ms: u64) -> Result<StreamConsumer, KafkaError> {
+    consumer_with_context(kafka, group, fetch_wait_max_ms, rdkafka::consumer::DefaultConsumerContext)
 }
 
 /// Like [`consumer`], with a context that observes rebalances.
 pub fn consumer_with_context<C: rdkafka::consumer::ConsumerContext + 'static>(
     kafka: &KafkaConfig,
     group: &str,
+    fetch_wait_max_ms: u64,
     context: C,
 ) -> Result<StreamConsumer<C>, KafkaError> {
     let mut config = base_config(kafka);
@@ -77,7 +81,8 @@ pub fn consumer_with_context<C: rdkafka::consumer::ConsumerContext + 'static>(
         // (the 1000 ms default) even after the queue had drained, so a
         // backlog was read in stalls: the aggregator sat idle a third of a
         // replay.
-        .set("fetch.queue.backoff.ms", "10");
+        .set("fetch.queue.backoff.ms", "10")
+        .set("fetch.wait.max.ms", fetch_wait_max_ms.to_string());
     with_user_properties(config, kafka).create_with_context(context).map_err(KafkaError::Client)
 }
 

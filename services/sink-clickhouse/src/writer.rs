@@ -407,9 +407,7 @@ fn aggregate_row(payload: &[u8]) -> Result<AggregateRow, (&'static str, String)>
 
 pub async fn run(config: &MeterConfig, metrics: SinkMetrics, options: SinkOptions) -> Result<(), SinkError> {
     let client = crate::client(&config.clickhouse).with_database(&config.clickhouse.database);
-    let mut kafka = config.kafka.clone();
-    kafka.properties.entry("fetch.wait.max.ms".into()).or_insert_with(|| config.sink.fetch_wait_max_ms.to_string());
-    let consumer: Arc<StreamConsumer> = Arc::new(meter_kafka::consumer(&kafka, &config.sink.group_id)?);
+    let consumer: Arc<StreamConsumer> = Arc::new(meter_kafka::consumer(&config.kafka, &config.sink.group_id, config.sink.fetch_wait_max_ms)?);
     let t = &config.topics;
     // Aggregates, late events, and every kind's events for the drill-down tables.
     let mut topics = vec![t.aggregates.as_str(), t.late_events.as_str()];

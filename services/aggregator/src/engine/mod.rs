@@ -1262,31 +1262,19 @@ impl PartitionState {
             self.mark_all_saved();
             return Changes::Structural;
         }
-        let mut keys = journal.aggregates;
-        keys.sort_unstable();
-        keys.dedup();
-        let aggregates = keys
-            .into_iter()
-            .filter_map(|k| {
-                let a = self.aggregates.get_mut(&k)?;
-                a.unsaved = false;
-                Some((k, a.clone()))
-            })
-            .collect();
+        let aggregates = saved_copies(journal.aggregates, |k| {
+            let a = self.aggregates.get_mut(k)?;
+            a.unsaved = false;
+            Some(a.clone())
+        });
         // Not sorted: an event corrected within one flush is recorded twice
         // with its latest value, which applies the same twice.
         let events = journal.events.into_iter().filter_map(|id| self.events.get(&id).map(|e| (id, e.clone()))).collect();
-        let mut vm_keys = journal.vms;
-        vm_keys.sort_unstable();
-        vm_keys.dedup();
-        let vms = vm_keys
-            .into_iter()
-            .filter_map(|k| {
-                let vm = self.vms.get_mut(&k)?;
-                vm.unsaved = false;
-                Some((k, vm.clone()))
-            })
-            .collect();
+        let vms = saved_copies(journal.vms, |k| {
+            let vm = self.vms.get_mut(k)?;
+            vm.unsaved = false;
+            Some(vm.clone())
+        });
         let first_tenant = journal.tenants_saved.min(self.tenants.names.len());
         Changes::Delta(Box::new(Delta {
             next_offset: self.next_offset,
@@ -1338,6 +1326,13 @@ impl PartitionState {
         }
         self.calendar = Calendar::default();
     }
+}
+
+/// What `save` gives for each journalled key, once per key, in key order.
+fn saved_copies<K: Ord, V>(mut keys: Vec<K>, mut save: impl FnMut(&K) -> Option<V>) -> Vec<(K, V)> {
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter().filter_map(|k| save(&k).map(|v| (k, v))).collect()
 }
 
 fn render(s: &AggregateState, scope: &ScopeData, is_final: bool, book: &PriceBook) -> Aggregate {
