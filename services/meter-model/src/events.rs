@@ -685,7 +685,7 @@ impl EncodedDimensions {
     }
 
     /// The (key, value) pairs, in key order, as bytes.
-    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+    pub fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
         let mut rest = self.0.as_slice();
         std::iter::from_fn(move || Some((take_prefixed(&mut rest)?, take_prefixed(&mut rest)?)))
     }

@@ -7,7 +7,6 @@
 //! memoised until the next control record (the only thing that moves them).
 //! Neither memo is state: both are rebuilt on demand after a restart.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -52,17 +51,44 @@ pub struct TenantCalendar {
     close: Option<(NaiveDate, Option<DateTime<Utc>>)>,
 }
 
+impl TenantCalendar {
+    /// The tenant's first open month, computed by `compute` (from the zone
+    /// and grace) once per control record.
+    pub fn first_open(&mut self, compute: impl FnOnce(Tz, u32) -> Option<NaiveDate>) -> Option<NaiveDate> {
+        match self.first_open {
+            Some(known) => known,
+            None => {
+                let open = compute(self.zone, self.grace_days);
+                self.first_open = Some(open);
+                open
+            }
+        }
+    }
+
+    /// When `month` closes by the clock (its end plus grace).
+    pub fn close_instant(&mut self, month: NaiveDate) -> Option<DateTime<Utc>> {
+        if let Some((m, at)) = self.close {
+            if m == month {
+                return at;
+            }
+        }
+        let at = super::close_instant(self.zone, self.grace_days, month);
+        self.close = Some((month, at));
+        at
+    }
+}
+
 pub struct Calendar {
     days: Vec<Option<Day>>,
     /// The day last computed (a new quarter hour of the same day finds it).
     last: Option<Day>,
     pick: foldhash::fast::FixedState,
-    tenants: HashMap<String, TenantCalendar, foldhash::fast::RandomState>,
+    tenants: hashbrown::HashMap<String, TenantCalendar, foldhash::fast::RandomState>,
 }
 
 impl Default for Calendar {
     fn default() -> Self {
-        Calendar { days: vec![None; DAY_SLOTS], last: None, pick: foldhash::fast::FixedState::default(), tenants: HashMap::default() }
+        Calendar { days: vec![None; DAY_SLOTS], last: None, pick: foldhash::fast::FixedState::default(), tenants: hashbrown::HashMap::default() }
     }
 }
 
@@ -102,44 +128,18 @@ impl Calendar {
         windows
     }
 
-    /// The tenant's calendar settings, resolved once.
-    pub fn tenant(&mut self, tenant: &str, settings: &meter_config::TenantCalendar) -> TenantCalendar {
-        if let Some(t) = self.tenants.get(tenant) {
-            return *t;
-        }
-        if self.tenants.len() >= MAX_TENANTS {
+    /// The tenant's calendar settings and memos, resolved once (one look-up
+    /// per event: the memos are read and filled through the result).
+    pub fn tenant(&mut self, tenant: &str, settings: &meter_config::TenantCalendar) -> &mut TenantCalendar {
+        if self.tenants.len() >= MAX_TENANTS && !self.tenants.contains_key(tenant) {
             self.tenants.clear();
         }
-        let t = TenantCalendar { zone: settings.zone(tenant), grace_days: settings.grace_days(tenant), first_open: None, close: None };
-        self.tenants.insert(tenant.to_string(), t);
-        t
-    }
-
-    /// The tenant's first open month, computed by `compute` once per control record.
-    pub fn first_open(&mut self, tenant: &str, compute: impl FnOnce() -> Option<NaiveDate>) -> Option<NaiveDate> {
-        match self.tenants.get_mut(tenant) {
-            Some(TenantCalendar { first_open: Some(known), .. }) => *known,
-            Some(t) => {
-                let open = compute();
-                t.first_open = Some(open);
-                open
-            }
-            None => compute(),
-        }
-    }
-
-    /// When `month` closes by the clock for the tenant (its end plus grace).
-    pub fn close_instant(&mut self, tenant: &str, calendar: &TenantCalendar, month: NaiveDate) -> Option<DateTime<Utc>> {
-        let compute = || super::close_instant(calendar.zone, calendar.grace_days, month);
-        let Some(t) = self.tenants.get_mut(tenant) else { return compute() };
-        if let Some((m, at)) = t.close {
-            if m == month {
-                return at;
-            }
-        }
-        let at = compute();
-        t.close = Some((month, at));
-        at
+        self.tenants.entry_ref(tenant).or_insert_with(|| TenantCalendar {
+            zone: settings.zone(tenant),
+            grace_days: settings.grace_days(tenant),
+            first_open: None,
+            close: None,
+        })
     }
 
     /// The clock or a close moved: first open months are computed again.

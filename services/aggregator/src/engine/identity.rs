@@ -45,9 +45,12 @@ impl IdentityKey {
         IdentityKey(key)
     }
 
-    /// A SipHash-1-3 hasher with this key (scope fingerprints).
-    pub fn sip13(&self) -> SipHasher13 {
-        SipHasher13::new_with_key(&self.0)
+    /// A 64-bit seed drawn from the key (the scope index's hasher): a
+    /// keyed hash of a constant, so the seed does not reveal the key.
+    pub fn seed(&self) -> u64 {
+        let mut hasher = SipHasher13::new_with_key(&self.0);
+        hasher.write(b"scope index seed");
+        hasher.finish()
     }
 
     /// The identity of an event.

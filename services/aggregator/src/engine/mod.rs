@@ -628,29 +628,22 @@ impl PartitionState {
         first_open_month(c.zone(tenant), c.grace_days(tenant), self.clock, self.closed_through.get(tenant).copied())
     }
 
-    /// [`Self::tenant_first_open`], memoised until the next control record.
-    fn first_open_memo(&mut self, tenant: &str, settings: &EngineSettings) -> Option<NaiveDate> {
-        if settings.everything_open {
-            return None;
-        }
-        let t = self.calendar.tenant(tenant, &settings.calendar);
-        let (clock, closed) = (self.clock, self.closed_through.get(tenant).copied());
-        self.calendar.first_open(tenant, || first_open_month(t.zone, t.grace_days, clock, closed))
-    }
-
     /// Whether `month` of `tenant` is closed for an event stamped at `ingest`.
     fn is_closed(&mut self, tenant: &str, month: NaiveDate, ingest: DateTime<Utc>, settings: &EngineSettings) -> bool {
         if settings.everything_open {
             return false;
         }
-        if self.first_open_memo(tenant, settings).is_some_and(|open| month < open) {
+        let (clock, closed_through) = (self.clock, &self.closed_through);
+        let t = self.calendar.tenant(tenant, &settings.calendar);
+        // Memoised until the next control record.
+        let first_open = t.first_open(|zone, grace| first_open_month(zone, grace, clock, closed_through.get(tenant).copied()));
+        if first_open.is_some_and(|open| month < open) {
             return true;
         }
         // The event's own stamp is a clock recorded in the stream too: an
         // event received after its month closed is late even before the
         // partition's next clock record.
-        let t = self.calendar.tenant(tenant, &settings.calendar);
-        self.calendar.close_instant(tenant, &t, month).is_some_and(|at| ingest >= at)
+        t.close_instant(month).is_some_and(|at| ingest >= at)
     }
 
     /// Applies the event at `offset`, whose record was written at `at`.

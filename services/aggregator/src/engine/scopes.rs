@@ -6,22 +6,21 @@
 //! `(scope, period, window start)`: fixed size, hashed and compared without
 //! touching a string.
 //!
-//! A scope is found by a keyed 128-bit fingerprint of its content
-//! (SipHash-1-3 with the state's secret key), as event identities are: no
-//! sender can aim two scopes at one fingerprint, and two different scopes
-//! share one by chance with probability about n² / 2¹²⁹. Fingerprinting
-//! reads the event's fields in place, with no buffer built per event.
+//! A scope is found by its exact content: the event's fields are written
+//! into one reused buffer (no allocation), hashed in one call (foldhash,
+//! seeded from the state's secret key, so a sender cannot aim scopes at one
+//! bucket), and compared with each candidate's stored bytes. No probability
+//! argument: two scopes share an id only when they are equal.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 
+use hashbrown::HashTable;
 use meter_model::{DimensionValue, EncodedDimensions, EventKind};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use siphasher::sip128::Hasher128;
 
 use super::encoding;
-use super::identity::{IdHasher, IdentityKey};
+use super::identity::IdentityKey;
 
 pub type ScopeId = u32;
 
@@ -73,57 +72,67 @@ impl ScopeProbe<'_> {
     }
 }
 
-/// The bytes a scope's fingerprint covers, in `out`: kind, owner, metric
-/// and each dimension value, length-prefixed. Dimension keys, unit and
-/// divisors are not in it: the rating code gives every (kind, metric) one
-/// set of them.
-fn fingerprint_bytes<'v>(out: &mut Vec<u8>, kind: EventKind, owner: [&str; 3], metric: &str, values: impl Iterator<Item = Value<'v>>) {
+/// The bytes that identify a scope, in `out`: kind, owner, metric and each
+/// dimension value, length-prefixed. Keys, unit and divisors are not in
+/// them: the rating code gives every (kind, metric) one set of them.
+/// (Built once and hashed in one call: cheaper than hashing and comparing
+/// piece by piece.)
+fn content<'v>(out: &mut Vec<u8>, kind: EventKind, texts: [&str; 4], values: impl Iterator<Item = Value<'v>> + Clone) {
     out.clear();
+    let lengths: usize = texts.iter().map(|t| t.len()).sum::<usize>() + values.clone().map(|v| v.len()).sum::<usize>();
+    out.reserve(1 + 4 * (texts.len() + values.clone().count()) + lengths);
     out.push(kind as u8);
-    for part in owner.into_iter().chain([metric]) {
-        out.extend_from_slice(&(part.len() as u32).to_le_bytes());
-        out.extend_from_slice(part.as_bytes());
+    for text in texts {
+        out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+        out.extend_from_slice(text.as_bytes());
     }
     for value in values {
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
         match value {
-            Value::Bytes(b) => {
-                out.extend_from_slice(&(b.len() as u32).to_le_bytes());
-                out.extend_from_slice(b);
-            }
-            Value::Held(v) => {
-                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
-                v.write_to(out);
-            }
+            Value::Bytes(b) => out.extend_from_slice(b),
+            Value::Held(v) => v.write_to(out),
         }
     }
 }
 
+#[derive(Clone, Copy)]
 enum Value<'v> {
     Bytes(&'v [u8]),
     Held(&'v DimensionValue<'v>),
 }
 
-fn fingerprint(key: &IdentityKey, bytes: &[u8]) -> u128 {
-    let mut h = key.sip13();
-    h.write(bytes);
-    h.finish128().as_u128()
+impl Value<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Value::Bytes(b) => b.len(),
+            Value::Held(v) => v.len(),
+        }
+    }
 }
 
-fn probe_fingerprint(key: &IdentityKey, buffer: &mut Vec<u8>, p: &ScopeProbe<'_>) -> u128 {
-    fingerprint_bytes(buffer, p.kind, [p.tenant, p.subsidiary, p.domain], p.metric, p.dimensions.iter().map(|(_, v)| Value::Held(v)));
-    fingerprint(key, buffer)
+fn probe_content(out: &mut Vec<u8>, p: &ScopeProbe<'_>) {
+    content(out, p.kind, [p.tenant, p.subsidiary, p.domain, p.metric], p.dimensions.iter().map(|(_, v)| Value::Held(v)));
 }
 
-fn stored_fingerprint(key: &IdentityKey, s: &ScopeData) -> u128 {
-    let mut buffer = Vec::with_capacity(256);
-    fingerprint_bytes(&mut buffer, s.kind, [&s.tenant, &s.subsidiary, &s.domain], &s.metric, s.dimensions.pairs().map(|(_, v)| Value::Bytes(v)));
-    fingerprint(key, &buffer)
+fn stored_content(s: &ScopeData) -> Box<[u8]> {
+    let mut out = Vec::new();
+    content(&mut out, s.kind, [&s.tenant, &s.subsidiary, &s.domain, &s.metric], s.dimensions.pairs().map(|(_, v)| Value::Bytes(v)));
+    out.into_boxed_slice()
+}
+
+/// The index's hasher, seeded from the state's secret key (so a sender
+/// cannot aim many scopes at one bucket).
+fn index_state(key: &IdentityKey) -> foldhash::fast::FixedState {
+    foldhash::fast::FixedState::with_seed(key.seed())
 }
 
 #[derive(Debug, Clone)]
 struct Slot {
     data: ScopeData,
-    fingerprint: u128,
+    /// The bytes that identify it ([`content`]).
+    content: Box<[u8]>,
+    /// Its hash in the index.
+    hash: u64,
     /// Open aggregates of this scope.
     refs: u32,
     /// The largest |base| and |cost numerator| an aggregate of the scope may hold.
@@ -163,9 +172,15 @@ impl Bounds {
 }
 
 impl Slot {
-    fn new(data: ScopeData, fingerprint: u128) -> Slot {
-        Slot { bounds: Bounds::of(&data), data, fingerprint, refs: 0 }
+    fn new(data: ScopeData, hasher: &foldhash::fast::FixedState) -> Slot {
+        let content = stored_content(&data);
+        Slot { bounds: Bounds::of(&data), hash: hasher.hash_one(&content[..]), content, data, refs: 0 }
     }
+}
+
+/// The index hash of a live slot (for the index's growth).
+fn slot_hash(slots: &[Option<Slot>], id: ScopeId) -> u64 {
+    slots.get(id as usize).and_then(Option::as_ref).map_or(0, |s| s.hash)
 }
 
 /// The scope table of one partition state.
@@ -173,25 +188,28 @@ impl Slot {
 pub struct Scopes {
     slots: Vec<Option<Slot>>,
     free: Vec<ScopeId>,
-    /// Fingerprint -> id.
-    index: HashMap<u128, ScopeId, BuildHasherDefault<IdHasher>>,
-    /// The secret of the fingerprints (kept with the state).
+    /// Live ids, by their scope's hash.
+    index: HashTable<ScopeId>,
+    /// The secret the index's hash is seeded from (kept with the state).
     key: IdentityKey,
+    hasher: foldhash::fast::FixedState,
     /// Interned while applying the current record (freed after it if unused).
     recent: Vec<ScopeId>,
     /// Created since the last checkpoint.
     unsaved: Vec<ScopeId>,
-    /// The bytes of the fingerprint being computed (reused).
+    /// The content of the probe being looked up (reused).
     buffer: Vec<u8>,
 }
 
 impl Default for Scopes {
     fn default() -> Self {
+        let key = IdentityKey::random();
         Scopes {
             slots: Vec::new(),
             free: Vec::new(),
-            index: HashMap::default(),
-            key: IdentityKey::random(),
+            index: HashTable::new(),
+            hasher: index_state(&key),
+            key,
             recent: Vec::new(),
             unsaved: Vec::new(),
             buffer: Vec::with_capacity(256),
@@ -217,11 +235,13 @@ impl Eq for Scopes {}
 impl Scopes {
     /// The id of the probe's scope, created if new.
     pub fn intern(&mut self, probe: ScopeProbe<'_>) -> ScopeId {
-        let fingerprint = probe_fingerprint(&self.key, &mut self.buffer, &probe);
-        if let Some(id) = self.index.get(&fingerprint) {
-            return *id;
+        probe_content(&mut self.buffer, &probe);
+        let hash = self.hasher.hash_one(&self.buffer[..]);
+        let (slots, content) = (&self.slots, &self.buffer[..]);
+        if let Some(&id) = self.index.find(hash, |&id| slots.get(id as usize).and_then(Option::as_ref).is_some_and(|s| *s.content == *content)) {
+            return id;
         }
-        let slot = Slot::new(probe.to_data(), fingerprint);
+        let slot = Slot::new(probe.to_data(), &self.hasher);
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id as usize] = Some(slot);
@@ -232,7 +252,8 @@ impl Scopes {
                 (self.slots.len() - 1) as ScopeId
             }
         };
-        self.index.insert(fingerprint, id);
+        let slots = &self.slots;
+        self.index.insert_unique(hash, id, |&id| slot_hash(slots, id));
         self.recent.push(id);
         self.unsaved.push(id);
         id
@@ -263,7 +284,9 @@ impl Scopes {
 
     fn remove(&mut self, id: ScopeId) {
         let Some(slot) = self.slots.get_mut(id as usize).and_then(Option::take) else { return };
-        self.index.remove(&slot.fingerprint);
+        if let Ok(entry) = self.index.find_entry(slot.hash, |&other| other == id) {
+            entry.remove();
+        }
         self.free.push(id);
     }
 
@@ -324,7 +347,8 @@ impl Scopes {
         for (i, slot) in self.slots.iter().enumerate() {
             match slot {
                 Some(s) => {
-                    self.index.insert(s.fingerprint, i as ScopeId);
+                    let slots = &self.slots;
+                    self.index.insert_unique(s.hash, i as ScopeId, |&id| slot_hash(slots, id));
                 }
                 None => self.free.push(i as ScopeId),
             }
@@ -339,8 +363,7 @@ impl Scopes {
             if index >= self.slots.len() {
                 self.slots.resize_with(index + 1, || None);
             }
-            let fingerprint = stored_fingerprint(&self.key, &data);
-            self.slots[index] = Some(Slot::new(data, fingerprint));
+            self.slots[index] = Some(Slot::new(data, &self.hasher));
         }
         self.rebuild_index();
     }
@@ -356,14 +379,12 @@ impl Serialize for Scopes {
 impl<'de> Deserialize<'de> for Scopes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (key, slots): (IdentityKey, Vec<Option<ScopeData>>) = Deserialize::deserialize(d)?;
+        let hasher = index_state(&key);
         let slots = slots
             .into_iter()
-            .map(|s| s.map(|data| {
-                let fingerprint = stored_fingerprint(&key, &data);
-                Slot::new(data, fingerprint)
-            }))
+            .map(|s| s.map(|data| Slot::new(data, &hasher)))
             .collect();
-        let mut scopes = Scopes { slots, key, ..Scopes::default() };
+        let mut scopes = Scopes { slots, key, hasher, ..Scopes::default() };
         scopes.rebuild_index();
         Ok(scopes)
     }
@@ -404,6 +425,24 @@ mod tests {
         let c = scopes.intern(probe("initech", &dims));
         assert!(c == b || c == a + 1 || scopes.len() == 2);
         assert_eq!(scopes.intern(probe("acme", &dims)), a, "found again after frees");
+    }
+
+    #[test]
+    fn scopes_differ_when_a_field_moves_between_parts_and_are_equal_only_when_equal() {
+        let dims = [("requester", DimensionValue::Text("alice"))];
+        let mut scopes = Scopes::default();
+        let a = scopes.intern(ScopeProbe { subsidiary: "ab", domain: "c", ..probe("acme", &dims) });
+        let b = scopes.intern(ScopeProbe { subsidiary: "a", domain: "bc", ..probe("acme", &dims) });
+        assert_ne!(a, b, "length prefixes keep the parts apart");
+        let shifted = [("requester", DimensionValue::Text("alic"))];
+        assert_ne!(scopes.intern(ScopeProbe { metric: "ticket.timee", ..probe("acme", &shifted) }), scopes.intern(probe("acme", &dims)));
+        // Many scopes, each found again as itself (the index only picks candidates).
+        let names: Vec<String> = (0..2000).map(|i| format!("user{i}")).collect();
+        let ids: Vec<ScopeId> = names.iter().map(|n| scopes.intern(probe("acme", &[("requester", DimensionValue::Text(n))]))).collect();
+        for (n, id) in names.iter().zip(&ids) {
+            assert_eq!(scopes.intern(probe("acme", &[("requester", DimensionValue::Text(n))])), *id);
+            assert_eq!(scopes.get(*id).map(|s| s.dimensions.to_map()["requester"].clone()).as_deref(), Some(n.as_str()));
+        }
     }
 
     #[test]
