@@ -1,6 +1,7 @@
 //! Hot-path benchmark: Avro decode, validation, deduplication, window
 //! assignment (four periods, tenant time zone) and rating, on one core.
-//! Prints events per second, best of three rounds per stage.
+//! Prints events per second, best of three rounds per stage, and first the
+//! memory one partition's state takes per event of an open month.
 //! Run: `cargo bench -p aggregator --bench hot_path [-- EVENTS]`.
 //!
 //! The aggregator decodes with `meter_model::fast_decode`; the codec's
@@ -14,6 +15,10 @@ use aggregator::engine::{EngineSettings, Outcome, PartitionState};
 use aggregator::pricing::PriceBook;
 use chrono::{Duration, TimeZone, Utc};
 use meter_model::*;
+
+/// The allocator of the `meter` binary, so the bench measures what it runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let book = PriceBook::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/price-book.toml")).expect("price book");
@@ -75,6 +80,26 @@ fn main() {
         println!("{name:<40} {:>12.0} events/s  ({count} events in {best:.3} s, best of {rounds}, one core)", count as f64 / best);
     };
 
+    // First, while no stage has freed memory the state could reuse: what one
+    // partition's state holds for N events of (about) one open month.
+    if only.as_deref().is_none_or(|o| "memory".contains(o)) {
+        let before = rss_kib();
+        let mut state = PartitionState::default();
+        let mut e = fast_decode::blank_event(EventKind::TicketTime);
+        for (offset, m) in messages.iter().enumerate() {
+            fast_decode::decode_event_into(EventKind::TicketTime, m, &mut e).expect("decode");
+            state.apply(offset as i64, e.header().ingest_time, &e, &settings, &book);
+        }
+        let grown = rss_kib().saturating_sub(before) as f64 * 1024.0;
+        println!(
+            "{:<40} {:>12.0} bytes/event ({} events, {} open aggregates, RSS +{:.0} MiB)",
+            "memory (state of one partition)",
+            grown / n as f64,
+            state.open_events(),
+            state.open_aggregates(),
+            grown / (1024.0 * 1024.0)
+        );
+    }
     stage("decode (fast_decode into a kept event, the aggregator's)", &mut || {
         let mut event = fast_decode::blank_event(EventKind::TicketTime);
         messages.iter().map(|m| black_box(fast_decode::decode_event_into(EventKind::TicketTime, m, &mut event).is_ok()) as usize).sum()
@@ -108,4 +133,10 @@ fn main() {
         }
         counted
     });
+}
+
+/// This process's resident set, KiB (0 where /proc is absent).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }

@@ -15,9 +15,58 @@ use meter_model::EventHeader;
 use serde::{Deserialize, Serialize};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
-/// An event's identity (tenant, source, event_id), hashed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct EventId(pub u128);
+/// An event's identity (tenant, source, event_id), hashed to 128 bits. Held
+/// as two halves (alignment 8, not 16), so a map entry of an event of an
+/// open month takes 88 bytes instead of 96; compared, hashed and saved as the
+/// `u128` it is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct EventId([u64; 2]);
+
+impl EventId {
+    pub fn from_u128(v: u128) -> EventId {
+        EventId([(v >> 64) as u64, v as u64])
+    }
+
+    pub fn as_u128(self) -> u128 {
+        (u128::from(self.0[0]) << 64) | u128::from(self.0[1])
+    }
+}
+
+impl std::fmt::Debug for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EventId({:032x})", self.as_u128())
+    }
+}
+
+impl std::hash::Hash for EventId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u128(self.as_u128());
+    }
+}
+
+impl PartialOrd for EventId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for EventId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_u128().cmp(&other.as_u128())
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.as_u128().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u128::deserialize(d).map(EventId::from_u128)
+    }
+}
 
 /// The secret key of one partition state's identities.
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +128,7 @@ impl IdentityKey {
         }
         let mut hasher = SipHasher13::new_with_key(&self.0);
         hasher.write(buffer);
-        EventId(hasher.finish128().as_u128())
+        EventId::from_u128(hasher.finish128().as_u128())
     }
 }
 
@@ -124,6 +173,25 @@ mod tests {
             version: 0,
             deleted: false,
         }
+    }
+
+    #[test]
+    fn an_identity_is_saved_ordered_and_hashed_as_its_u128() {
+        let values = [0u128, 1, u128::from(u64::MAX), u128::from(u64::MAX) + 1, u128::MAX - 7, 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210];
+        for v in values {
+            let id = EventId::from_u128(v);
+            assert_eq!(id.as_u128(), v);
+            assert_eq!(postcard::to_allocvec(&id).unwrap(), postcard::to_allocvec(&v).unwrap(), "checkpoint bytes unchanged");
+            assert_eq!(postcard::from_bytes::<EventId>(&postcard::to_allocvec(&v).unwrap()).unwrap(), id);
+            let mut h = IdHasher::default();
+            std::hash::Hash::hash(&id, &mut h);
+            assert_eq!(h.finish(), (v as u64) ^ ((v >> 64) as u64));
+        }
+        let mut sorted = values.map(EventId::from_u128);
+        sorted.sort();
+        let mut expected = values;
+        expected.sort();
+        assert_eq!(sorted.map(EventId::as_u128), expected);
     }
 
     #[test]

@@ -169,7 +169,7 @@ pub fn upgrade(json: &[u8]) -> Result<PartitionState, String> {
             }
         }
         let tenant = state.tenants.id(&key.tenant);
-        let parts = if parts.is_empty() { Parts::None } else { Parts::List(parts.into_boxed_slice()) };
+        let parts = Parts::List(parts.into_boxed_slice());
         state.events.insert(id, CountedEvent { version: e.version, month: e.month, tenant, deleted: e.deleted, counts: flags_of(&e.counts)?, parts });
     }
     for (key, (version, closed_at)) in old.closed_events {

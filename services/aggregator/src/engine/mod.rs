@@ -35,6 +35,7 @@
 mod calendar;
 mod encoding;
 mod identity;
+mod parts;
 pub(crate) mod legacy;
 mod rating;
 mod scopes;
@@ -50,6 +51,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 pub use identity::{EventId, IdentityKey};
+pub use parts::{Part, Parts};
 pub use scopes::{ScopeData, ScopeId};
 pub use vm::{Billed, Transition, VmMode, VmTimeline};
 
@@ -196,41 +198,6 @@ pub struct AggregateState {
     unsaved: bool,
 }
 
-/// A window start absent from [`Parts::Windows`] (a period not configured).
-const NO_WINDOW: i64 = i64::MIN;
-
-/// What an event added to one aggregate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Part {
-    pub key: AggKey,
-    #[serde(with = "encoding::decimal")]
-    pub base: Decimal,
-    #[serde(with = "encoding::decimal")]
-    pub cost: Decimal,
-    /// Whether the event's counts went into this aggregate.
-    pub counted: bool,
-}
-
-/// What an event added to its aggregates, kept so a correction or a
-/// deletion can take it back exactly.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Parts {
-    /// Nothing (a deletion; a VM transition, whose timeline bills it).
-    None,
-    /// One scope, one window per period (by period index), the same amounts
-    /// and counts in each: tickets and check runs.
-    Windows {
-        scope: ScopeId,
-        starts: [i64; 4],
-        #[serde(with = "encoding::decimal")]
-        base: Decimal,
-        #[serde(with = "encoding::decimal")]
-        cost: Decimal,
-    },
-    /// One part per aggregate: VM samples.
-    List(Box<[Part]>),
-}
-
 /// Interned tenant names (what counted events refer to).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Tenants {
@@ -290,23 +257,9 @@ impl CountedEvent {
     /// The changes that take the event's contribution back.
     fn retractions(&self, out: &mut Vec<Change>) {
         let counts = self.counts.counts(-1);
-        match &self.parts {
-            Parts::None => {}
-            Parts::Windows { scope, starts, base, cost } => {
-                for period in Period::ALL {
-                    let start = starts[period_index(period)];
-                    if start != NO_WINDOW {
-                        out.push(Change::new(AggKey { scope: *scope, period, start_ms: start }, None, -*base, -*cost, counts.clone()));
-                    }
-                }
-            }
-            Parts::List(parts) => {
-                for p in parts.iter() {
-                    let counts = if p.counted { counts.clone() } else { Counts::default() };
-                    out.push(Change::new(p.key, None, -p.base, -p.cost, counts));
-                }
-            }
-        }
+        self.parts.for_each(|key, base, cost, counted| {
+            out.push(Change::new(key, None, -base, -cost, if counted { counts.clone() } else { Counts::default() }));
+        });
     }
 }
 
@@ -755,7 +708,7 @@ impl PartitionState {
             None => false,
         };
         let (counts, parts) = if h.deleted {
-            (CountFlags::default(), Parts::None)
+            (CountFlags::default(), Parts::none())
         } else {
             let windows = self.calendar.windows(tz, h.event_time);
             Self::rater(&mut self.scopes, settings, book).contributions(event, tz, &windows, changes)?
@@ -842,7 +795,7 @@ impl PartitionState {
         timeline.billed = billed_of(desired);
         self.save_vm(key, timeline);
         let tenant = self.tenants.id(&h.tenant);
-        self.events.insert(event_id, CountedEvent { version: h.version, deleted: false, month, tenant, counts: CountFlags::default(), parts: Parts::None });
+        self.events.insert(event_id, CountedEvent { version: h.version, deleted: false, month, tenant, counts: CountFlags::default(), parts: Parts::none() });
         if let Some(journal) = &mut self.journal {
             journal.events.push(event_id);
         }

@@ -8,7 +8,8 @@ use rust_decimal::Decimal;
 
 use super::calendar::period_index;
 use super::scopes::{ScopeId, ScopeProbe, Scopes};
-use super::{AggKey, Change, CountFlags, EngineSettings, Opening, Part, Parts, Refusal, NO_WINDOW};
+use super::parts::NO_WINDOW;
+use super::{AggKey, Change, CountFlags, EngineSettings, Opening, Part, Parts, Refusal};
 use crate::pricing::{PriceBook, Prices, RatingError};
 use crate::windows::{split_interval, Window};
 
@@ -142,7 +143,7 @@ impl Rater<'_> {
             starts[period_index(period)] = start;
             out.push(Change::new(AggKey { scope, period, start_ms: start }, Some(Opening { zone, window }), base, cost, flags.counts(1)));
         }
-        Parts::Windows { scope, starts, base, cost }
+        Parts::windows(scope, starts, base, cost)
     }
 
     /// The resources of a VM over [from, to), one change per resource,
