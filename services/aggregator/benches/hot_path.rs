@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use aggregator::engine::{EngineSettings, Outcome, PartitionState};
 use aggregator::pricing::PriceBook;
-use chrono::{Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use meter_model::*;
 
 /// The allocator of the `meter` binary, so the bench measures what it runs.
@@ -27,40 +27,7 @@ fn main() {
     let settings = EngineSettings::from_config(&config);
     let n: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(200_000);
     let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
-    let subsidiaries = ["acme-fr", "acme-de", "acme-it"];
-    let profiles = [TechnicianProfile::Administrator, TechnicianProfile::Engineer, TechnicianProfile::Consultant];
-    let messages: Vec<Vec<u8>> = (0..n)
-        .map(|i| {
-            let at = start + Duration::seconds(i as i64 * 13);
-            let e = TicketTime {
-                header: EventHeader {
-                    event_id: format!("task-{i}"),
-                    source: "glpi".into(),
-                    tenant: "acme".into(),
-                    subsidiary: subsidiaries[i % 3].into(),
-                    domain: "infrastructure".into(),
-                    event_time: at,
-                    ingest_time: at,
-                    version: 0,
-                    deleted: false,
-                },
-                ticket_id: format!("T{}", i / 4),
-                task_id: i.to_string(),
-                ticket_type: if i % 3 == 0 { TicketType::Request } else { TicketType::Incident },
-                category_path: vec!["RUN".into(), "MCO".into(), "servers".into()],
-                in_scope: true,
-                requester: format!("user{}", i % 50),
-                technician: format!("tech{}", i % 8),
-                technician_profile: profiles[i % 3],
-                application: None,
-                country: Some("FR".into()),
-                minutes_worked: 1 + (i % 120) as i32,
-                start_time: at - Duration::minutes(5),
-            };
-            EventCodec::encode(&e).expect("encode")
-        })
-        .collect();
-
+    let messages = ticket_messages("task", start, n);
     // HOT_PATH_ONLY=<words> runs only the stages whose name contains them (profiling).
     let only = std::env::var("HOT_PATH_ONLY").ok();
     // HOT_PATH_ROUNDS=<n> rounds per stage instead of 3 (profiling: the set-up is then a small share).
@@ -121,7 +88,51 @@ fn main() {
         black_box(state.take_emissions(&book).len());
         counted
     });
-    stage("whole hot path (decode..rate)", &mut || {
+    // The steady path: a partition that counted last month's events, closed
+    // by a clock record (its maps keep their capacity), counts this month's.
+    let steady = (only.as_deref().is_none_or(|o| "whole hot path, steady".contains(o))).then(|| {
+        let december = ticket_messages("december-task", Utc.with_ymd_and_hms(2025, 12, 1, 0, 0, 0).unwrap(), n.min(200_000));
+        let mut state = PartitionState::default();
+        let mut e = fast_decode::blank_event(EventKind::TicketTime);
+        for (offset, m) in december.iter().enumerate() {
+            fast_decode::decode_event_into(EventKind::TicketTime, m, &mut e).expect("decode");
+            state.apply(offset as i64, e.header().ingest_time, &e, &settings, &book);
+        }
+        let clock = PeriodControl {
+            action: PeriodAction::Clock,
+            clock: start + Duration::days(i64::from(config.aggregator.default_period_grace_days)) + Duration::hours(1),
+            tenant: String::new(),
+            month: String::new(),
+            requested_by: "bench".into(),
+            reason: "close December".into(),
+        };
+        state.apply_control(december.len() as i64, &clock, &settings, &book);
+        black_box(state.take_emissions(&book).len());
+        assert_eq!(state.open_events(), 0, "December closed");
+        state
+    });
+    if let Some(prepared) = &steady {
+        let mut best = f64::MAX;
+        let mut counted = 0;
+        for _ in 0..rounds {
+            let mut state = prepared.clone();
+            let first = state.next_offset;
+            let mut e = fast_decode::blank_event(EventKind::TicketTime);
+            let t = Instant::now();
+            counted = 0;
+            for (i, m) in messages.iter().enumerate() {
+                fast_decode::decode_event_into(EventKind::TicketTime, m, &mut e).expect("decode");
+                if state.apply(first + i as i64, e.header().ingest_time, &e, &settings, &book) == Outcome::Counted {
+                    counted += 1;
+                }
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+            black_box(&state);
+        }
+        let name = "whole hot path, steady (a month held)";
+        println!("{name:<40} {:>12.0} events/s  ({counted} events in {best:.3} s, best of {rounds}, one core)", counted as f64 / best);
+    }
+    stage("whole hot path, first month (empty state)", &mut || {
         let mut state = PartitionState::default();
         let mut counted = 0;
         let mut e = fast_decode::blank_event(EventKind::TicketTime);
@@ -139,4 +150,42 @@ fn main() {
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+}
+
+/// `n` encoded ticket-time events, one every 13 s from `start` (200,000 take
+/// 30 days), of 600 scopes (3 subsidiaries, 50 requesters, 8 technicians).
+fn ticket_messages(id_prefix: &str, start: DateTime<Utc>, n: usize) -> Vec<Vec<u8>> {
+    let subsidiaries = ["acme-fr", "acme-de", "acme-it"];
+    let profiles = [TechnicianProfile::Administrator, TechnicianProfile::Engineer, TechnicianProfile::Consultant];
+    (0..n)
+        .map(|i| {
+            let at = start + Duration::seconds(i as i64 * 13);
+            let e = TicketTime {
+                header: EventHeader {
+                    event_id: format!("{id_prefix}-{i}"),
+                    source: "glpi".into(),
+                    tenant: "acme".into(),
+                    subsidiary: subsidiaries[i % 3].into(),
+                    domain: "infrastructure".into(),
+                    event_time: at,
+                    ingest_time: at,
+                    version: 0,
+                    deleted: false,
+                },
+                ticket_id: format!("T{}", i / 4),
+                task_id: i.to_string(),
+                ticket_type: if i % 3 == 0 { TicketType::Request } else { TicketType::Incident },
+                category_path: vec!["RUN".into(), "MCO".into(), "servers".into()],
+                in_scope: true,
+                requester: format!("user{}", i % 50),
+                technician: format!("tech{}", i % 8),
+                technician_profile: profiles[i % 3],
+                application: None,
+                country: Some("FR".into()),
+                minutes_worked: 1 + (i % 120) as i32,
+                start_time: at - Duration::minutes(5),
+            };
+            EventCodec::encode(&e).expect("encode")
+        })
+        .collect()
 }

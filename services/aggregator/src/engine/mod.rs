@@ -634,18 +634,26 @@ impl PartitionState {
         if self.is_closed(&h.tenant, month, h.ingest_time, settings) {
             return Outcome::Late(LateReason::PeriodClosed);
         }
+        // One look-up of the identity: the previous version's retractions
+        // are taken now, into the buffer the event's changes join.
+        let mut changes = std::mem::take(&mut self.scratch.changes);
+        changes.clear();
         let previous = self.events.get(&id);
         let is_resend = previous.is_some();
         if let Some(prev) = previous {
             let newer = h.version > prev.version || (h.version == prev.version && h.deleted && !prev.deleted);
             if !newer {
+                self.scratch.changes = changes;
                 return Outcome::Duplicate;
             }
+            prev.retractions(&mut changes);
         }
         let result = match event {
             Event::VmUsage(v) if v.transition != VmTransition::Sample => self.apply_transition(offset, at, v, id, month, is_resend, settings, book),
-            _ => self.apply_self_contained(offset, at, event, id, month, tz, settings, book),
+            _ => self.apply_self_contained(offset, at, event, id, month, tz, is_resend, settings, book, &mut changes),
         };
+        changes.clear();
+        self.scratch.changes = changes;
         match result {
             Ok(outcome) => outcome,
             Err(refusal) => Outcome::Refused(refusal),
@@ -666,8 +674,10 @@ impl PartitionState {
         id: EventId,
         month: NaiveDate,
         tz: Tz,
+        had_previous: bool,
         settings: &EngineSettings,
         book: &PriceBook,
+        changes: &mut Vec<Change>,
     ) -> Result<Outcome, Refusal> {
         let h = event.header();
         if let Event::VmUsage(v) = event {
@@ -678,12 +688,7 @@ impl PartitionState {
                 }
             }
         }
-        let mut changes = std::mem::take(&mut self.scratch.changes);
-        changes.clear();
-        let result = self.count_self_contained(offset, at, event, id, month, tz, settings, book, &mut changes);
-        changes.clear();
-        self.scratch.changes = changes;
-        result
+        self.count_self_contained(offset, at, event, id, month, tz, had_previous, settings, book, changes)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -695,18 +700,12 @@ impl PartitionState {
         id: EventId,
         month: NaiveDate,
         tz: Tz,
+        had_previous: bool,
         settings: &EngineSettings,
         book: &PriceBook,
         changes: &mut Vec<Change>,
     ) -> Result<Outcome, Refusal> {
         let h = event.header();
-        let had_previous = match self.events.get(&id) {
-            Some(prev) => {
-                prev.retractions(changes);
-                true
-            }
-            None => false,
-        };
         let (counts, parts) = if h.deleted {
             (CountFlags::default(), Parts::none())
         } else {
