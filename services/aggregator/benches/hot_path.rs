@@ -16,10 +16,6 @@ use aggregator::pricing::PriceBook;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use meter_model::*;
 
-/// The allocator of the `meter` binary, so the bench measures what it runs.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() {
     let book = PriceBook::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/price-book.toml")).expect("price book");
     let mut config = meter_config::MeterConfig::default();

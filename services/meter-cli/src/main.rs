@@ -18,11 +18,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use meter_config::MeterConfig;
 use meter_model::EventKind;
 
-/// mimalloc rather than the system's allocator: the aggregator's state grows
-/// by large tables and its emissions allocate and free many small blocks
-/// (`cargo bench -p aggregator --bench hot_path` measures the difference).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+// The system allocator on purpose: mimalloc made the hot-path bench faster but `meter aggregate`
+// end to end slower (0.72 x raw consume against 0.88 x) with a larger RSS (bench/run.sh, 2026-12-05).
 
 #[derive(Parser)]
 #[command(name = "meter", version, about = "Usage metering pipeline: collectors -> Kafka -> aggregator -> aggregate topic -> ClickHouse.")]
