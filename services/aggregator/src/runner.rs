@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures::StreamExt;
 use meter_config::MeterConfig;
 use meter_kafka::{Deliveries, DeadLetters, KafkaError};
 use meter_model::{Aggregate, DeadLetter, EventCodec, EventKind, PeriodAction, PeriodControl};
@@ -192,6 +193,9 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
     let mut idle_tick = tokio::time::interval(flush_every);
     idle_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut records_since_check = 0u32;
+    // One stream for the run: `recv()` registers and drops a waker slot (two
+    // lock round trips) per record.
+    let mut stream = consumer.stream();
     tracing::info!(group = %config.aggregator.group_id, ?topics, state_dir = %config.aggregator.state_dir.display(), "aggregator started");
 
     loop {
@@ -202,7 +206,8 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
                 flush(config, &book, &consumer, &producer, &metrics, &mut partitions, &mut deliveries).await?;
                 return finish_checkpoints(&mut partitions);
             }
-            r = consumer.recv() => Some(r),
+            // The stream never ends (None would count as an idle tick).
+            r = stream.next() => r,
             _ = idle_tick.tick() => None,
         };
         // Forget partitions this instance no longer owns: their next owner
@@ -234,6 +239,7 @@ pub async fn run(config: &MeterConfig, book: PriceBook, metrics: AggregatorMetri
             continue;
         }
         records_since_check = 0;
+        metrics.flush_per_record();
         let now = Instant::now();
         if !idle {
             last_input = now;
