@@ -114,6 +114,7 @@ impl CheckpointStore {
             log_bytes: 0,
             snapshot_bytes: 0,
             snapshot_due: true,
+            record_buffer: Vec::new(),
         };
         let mut state = disk.read()?;
         state.restore_derived();
@@ -159,6 +160,9 @@ struct Disk {
     /// The next save writes a snapshot (no snapshot yet, a legacy one, or a
     /// failed save whose changes are no longer recorded).
     snapshot_due: bool,
+    /// The last log record's buffer, reused by the next: a fresh one per
+    /// flush made the allocator map and zero new pages each time.
+    record_buffer: Vec<u8>,
 }
 
 /// One save, encoded, for the files.
@@ -311,22 +315,26 @@ impl Disk {
     fn encode(&mut self, state: &mut PartitionState) -> Result<Encoded, CheckpointError> {
         match state.take_changes() {
             Changes::Delta(delta) if !self.snapshot_due => {
-                let bytes = encode_record(&delta).map_err(|reason| corrupt(&self.log_path(self.generation), reason))?;
+                let bytes = encode_record(&delta, std::mem::take(&mut self.record_buffer))
+                    .map_err(|reason| corrupt(&self.log_path(self.generation), reason))?;
                 if self.log_bytes + bytes.len() as u64 <= (LOG_TO_SNAPSHOT * self.snapshot_bytes).max(MIN_LOG_BYTES) {
                     return Ok(Encoded::Record { bytes, records: delta.len() });
                 }
+                self.record_buffer = bytes;
             }
             _ => {}
         }
-        let bytes = encode_snapshot(self.generation + 1, state).map_err(|reason| corrupt(&self.snapshot, reason))?;
+        let bytes = encode_snapshot(self.generation + 1, state, self.snapshot_bytes as usize).map_err(|reason| corrupt(&self.snapshot, reason))?;
         Ok(Encoded::Snapshot { bytes })
     }
 
     fn write(&mut self, write: Encoded) -> Result<Saved, CheckpointError> {
         match write {
             Encoded::Record { bytes, records } => {
-                self.append(&bytes)?;
-                Ok(Saved::Delta { bytes: bytes.len() as u64, records })
+                let appended = self.append(&bytes);
+                let saved = Saved::Delta { bytes: bytes.len() as u64, records };
+                self.record_buffer = bytes;
+                appended.map(|()| saved)
             }
             Encoded::Snapshot { bytes } => self.write_snapshot(&bytes),
         }
@@ -375,20 +383,28 @@ impl Disk {
     }
 }
 
-fn encode_snapshot(generation: u64, state: &PartitionState) -> Result<Vec<u8>, String> {
-    let body = postcard::to_stdvec(state).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(body.len() + 32);
+/// Header: magic, format, generation, body length, CRC-32 of the body.
+const SNAPSHOT_HEADER: usize = 8 + 4 + 8 + 8 + 4;
+
+/// `size_hint` is the previous snapshot's size: reserved up front, the body
+/// is encoded in place rather than grown by doubling (a copy each time) and
+/// copied once more behind the header.
+fn encode_snapshot(generation: u64, state: &PartitionState, size_hint: usize) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(size_hint + size_hint / 8 + SNAPSHOT_HEADER);
     out.extend_from_slice(SNAPSHOT_MAGIC);
     out.extend_from_slice(&FORMAT.to_le_bytes());
     out.extend_from_slice(&generation.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&[0; 12]);
+    let mut out = postcard::to_extend(state, out).map_err(|e| e.to_string())?;
+    let len = (out.len() - SNAPSHOT_HEADER) as u64;
+    let crc = crc32fast::hash(&out[SNAPSHOT_HEADER..]);
+    out[20..28].copy_from_slice(&len.to_le_bytes());
+    out[28..32].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Result<(u64, PartitionState), String> {
-    let header = 8 + 4 + 8 + 8 + 4;
+    let header = SNAPSHOT_HEADER;
     if bytes.len() < header || &bytes[..8] != SNAPSHOT_MAGIC {
         return Err("not a meter snapshot (bad header)".into());
     }
@@ -411,14 +427,16 @@ fn decode_snapshot(bytes: &[u8]) -> Result<(u64, PartitionState), String> {
     Ok((generation, state))
 }
 
-/// A log record: length, CRC-32 of the body, body.
-fn encode_record(delta: &Delta) -> Result<Vec<u8>, String> {
-    let body = postcard::to_stdvec(delta).map_err(|e| e.to_string())?;
-    let len = u32::try_from(body.len()).map_err(|_| "delta too large".to_string())?;
-    let mut out = Vec::with_capacity(body.len() + 8);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&body);
+/// A log record: length, CRC-32 of the body, body; written into `buffer`
+/// (cleared first, its capacity kept).
+fn encode_record(delta: &Delta, mut buffer: Vec<u8>) -> Result<Vec<u8>, String> {
+    buffer.clear();
+    buffer.extend_from_slice(&[0; 8]);
+    let mut out = postcard::to_extend(delta, buffer).map_err(|e| e.to_string())?;
+    let len = u32::try_from(out.len() - 8).map_err(|_| "delta too large".to_string())?;
+    let crc = crc32fast::hash(&out[8..]);
+    out[..4].copy_from_slice(&len.to_le_bytes());
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 

@@ -185,3 +185,32 @@ fn a_failed_background_write_is_the_next_saves_error_and_then_a_snapshot_is_due(
     assert!(matches!(checkpoint.save_owned(&mut state, 1).unwrap(), Saved::Snapshot { .. }), "the lost delta is made up by a snapshot");
     assert_eq!(store.load("t", 0).unwrap(), state);
 }
+
+#[test]
+fn a_reused_record_buffer_writes_the_same_record_as_a_fresh_one() {
+    let mut state = PartitionState::default();
+    state.track_changes();
+    fill(&mut state, 0, 30);
+    let Changes::Delta(delta) = state.take_changes() else { panic!("a delta is tracked") };
+    let fresh = encode_record(&delta, Vec::new()).unwrap();
+    // A longer earlier record left in the buffer must not show through.
+    let reused = encode_record(&delta, vec![0xAB; fresh.len() * 3]).unwrap();
+    assert_eq!(reused, fresh);
+    let (decoded, end) = decode_record(&reused, 0).expect("the record reads back whole");
+    assert_eq!(end, reused.len());
+    assert_eq!(encode_record(&decoded, Vec::new()).unwrap(), fresh);
+}
+
+#[test]
+fn a_snapshot_is_the_same_bytes_whatever_its_size_hint_and_reads_back() {
+    let mut state = PartitionState::default();
+    fill(&mut state, 0, 40);
+    let unhinted = encode_snapshot(7, &state, 0).unwrap();
+    for hint in [1, unhinted.len() / 2, unhinted.len(), unhinted.len() * 4] {
+        assert_eq!(encode_snapshot(7, &state, hint).unwrap(), unhinted, "size hint {hint}");
+    }
+    // The body is what postcard writes for the state, behind the header.
+    assert_eq!(unhinted[SNAPSHOT_HEADER..], postcard::to_stdvec(&state).unwrap()[..]);
+    let (generation, read) = decode_snapshot(&unhinted).unwrap();
+    assert_eq!((generation, read), (7, state));
+}
